@@ -1,0 +1,42 @@
+# longtask: `make demo` sets up and runs the main job on embedded defaults; `make test` tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo dev test setup system-deps migrate clean-data
+
+demo: setup                     ## set up, start everything locally, run a job and follow it
+	$(BIN)/longtask demo
+
+dev: setup                      ## web + worker on embedded Postgres and Redis until Ctrl-C
+	$(BIN)/longtask dev
+
+test: setup                     ## the test suite (real Postgres, Redis, uvicorn, workers)
+	$(BIN)/pytest
+
+migrate: setup
+	$(BIN)/longtask migrate
+
+setup: system-deps $(VENV)/.installed
+
+# Debian packages the embedded defaults need, installed only where missing
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean-data:                     ## stop the embedded services and delete their data
+	-[ -f .data/redis/redis.pid ] && kill $$(cat .data/redis/redis.pid)
+	-[ -f .data/pg/postmaster.pid ] && kill $$(head -1 .data/pg/postmaster.pid)
+	rm -rf .data

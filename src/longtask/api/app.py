@@ -1,0 +1,103 @@
+"""The Starlette app: a flat route list, a lifespan that yields the shared services, and one
+handler that renders every error as {"error": code, "detail": ...}."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from longtask import embedded, queue
+from longtask.api import ops, stream, tasks
+from longtask.api.common import KeyCache
+from longtask.db import create_pool
+from longtask.errors import ApiError
+from longtask.events import Hub
+from longtask.kinds import Registry
+from longtask.settings import Settings
+from longtask.store import meta
+
+log = logging.getLogger(__name__)
+
+# A dependency that is down is the service's trouble, not the client's: 503, never 500.
+UNAVAILABLE = (OSError, asyncio.TimeoutError, RedisError, asyncpg.PostgresConnectionError,
+               asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError)
+
+
+def create_app(settings: Settings) -> Starlette:
+    registry = Registry.from_modules(settings.kinds)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        resolved = await asyncio.to_thread(embedded.resolve, settings)
+        assert resolved.database_url and resolved.redis_url
+        pool = await create_pool(resolved.database_url, min_size=resolved.db_pool_min,
+                                 max_size=resolved.db_pool_max)
+        arq = await queue.connect(resolved.redis_url)
+        hub = Hub(arq)
+        await hub.start()
+        try:
+            yield {
+                "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
+                "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
+            }
+        finally:
+            await hub.stop()
+            await arq.aclose()
+            await pool.close()
+
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        ))
+    return Starlette(
+        routes=[*tasks.routes, *stream.routes, *ops.routes],
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            **{exc: _unavailable for exc in UNAVAILABLE},
+            Exception: _internal,
+        },
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status_code, exc.code, exc.detail, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, exc.detail, dict(exc.headers or {}))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: a dependency is unavailable: %r", request.method, request.url.path, exc)
+    return _error(503, "unavailable", "a backing service (Postgres or Redis) is not reachable; "
+                  "try again shortly", {"Retry-After": "2"})
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal_error", "an unexpected error; it has been logged", {})
+
+
+def _error(status: int, code: str, detail: Any, headers: dict[str, str]) -> Response:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)

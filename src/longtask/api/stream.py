@@ -1,0 +1,96 @@
+"""GET /tasks/{id}/events: Server-Sent Events, replayed from Postgres, then tailed live.
+
+Subscribe first, then read the history, then pass on live events above the last one replayed:
+reading first would lose what is published in between. Sequence numbers are consecutive per
+task, so a gap in the live feed (or an overflow, or a Redis reconnect) is seen at once and filled
+from Postgres. `id:` is the sequence number, so a browser's automatic reconnect (Last-Event-ID)
+resumes exactly where it stopped. The stream ends after the task's final event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from longtask.api.common import authenticate_stream, task_id
+from longtask.errors import InvalidInput
+from longtask.events import RESYNC, Hub
+from longtask.store import events as event_store
+from longtask.store import tasks as task_store
+from longtask.store.events import Event
+
+RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
+_PAGE = 500
+
+
+async def events(request: Request) -> Response:
+    ident = task_id(request)
+    tenant = await authenticate_stream(request, ident)
+    state = request.state
+    task = await task_store.get(state.pool, tenant, ident)
+    after = _resume_point(request)
+    if task.terminal and after >= task.last_seq:
+        # nothing more will ever come; 204 tells an EventSource to stop reconnecting
+        return Response(status_code=204)
+    return EventSourceResponse(
+        _relay(state.pool, state.hub, tenant, ident, after),
+        ping=state.settings.sse_ping_seconds,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        send_timeout=30,
+    )
+
+
+async def _relay(pool: asyncpg.Pool, hub: Hub, tenant: str, ident: str,
+                 after: int) -> AsyncIterator[ServerSentEvent]:
+    last = after
+    async with hub.subscribe(ident) as live:
+        yield ServerSentEvent(comment="longtask", retry=RECONNECT_MS)
+        while True:
+            backlog = await event_store.after(pool, tenant, ident, last, _PAGE)
+            for event in backlog:
+                yield _sse(event)
+                last = event.seq
+                if event.terminal:
+                    return
+            if len(backlog) == _PAGE:
+                continue
+            while True:
+                item = await live.get()
+                if item == RESYNC:
+                    break
+                assert isinstance(item, Event)
+                if item.seq <= last:
+                    continue
+                if item.seq > last + 1:
+                    break  # a gap: the missing events are committed; read them from Postgres
+                yield _sse(item)
+                last = item.seq
+                if item.terminal:
+                    return
+
+
+def _sse(event: Event) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(event.data, separators=(",", ":")), event=event.type,
+                           id=str(event.seq))
+
+
+def _resume_point(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID / `after` must be a sequence number",
+                           code="invalid_query") from None
+    if value < 0:
+        raise InvalidInput("Last-Event-ID / `after` must not be negative", code="invalid_query")
+    return value
+
+
+routes = [Route("/tasks/{id}/events", events, methods=["GET"])]

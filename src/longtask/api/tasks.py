@@ -1,0 +1,136 @@
+"""/tasks: submit, read, list, cancel, delete, and stream tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from longtask import queue, tokens
+from longtask.api.common import authenticate, int_query, json_body, task_id
+from longtask.errors import InvalidInput
+from longtask.events import announce_cancel, publish
+from longtask.kinds import params_hash
+from longtask.store import items as item_store
+from longtask.store import tasks as task_store
+from longtask.store.tasks import Task
+
+STATUSES = ("pending", "running", "completed", "failed", "canceled")
+_MAX_IDEMPOTENCY_KEY = 200
+
+
+async def submit(request: Request) -> Response:
+    tenant = await authenticate(request)
+    state = request.state
+    body = await json_body(request, state.settings.max_params_bytes)
+    if not isinstance(body, dict):
+        raise InvalidInput('the body must be a JSON object: {"kind": ..., "params": {...}}')
+    kind = state.registry.for_submit(body.get("kind"))
+    params = body.get("params", {})
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
+                           code="invalid_idempotency_key")
+    created = await task_store.create(
+        state.pool, tenant=tenant, kind=kind.name, params=params, items=kind.split(params),
+        idempotency_key=key, request_hash=params_hash(kind.name, params) if key else None,
+    )
+    await queue.enqueue(state.arq, state.settings.queue_name, created.jobs)
+    await publish(state.arq, created.events)
+    headers = {"Location": f"/tasks/{created.task.id}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(task_body(created.task), status_code=202, headers=headers)
+
+
+async def show(request: Request) -> Response:
+    tenant = await authenticate(request)
+    task = await task_store.get(request.state.pool, tenant, task_id(request))
+    body = task_body(task)
+    body["items"] = await item_store.list_for_task(request.state.pool, tenant, task.id)
+    return JSONResponse(body)
+
+
+async def index(request: Request) -> Response:
+    tenant = await authenticate(request)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
+    kind = request.query_params.get("kind") or None
+    limit = int_query(request, "limit", 50, 1, 200)
+    before = _decode_cursor(request.query_params.get("cursor"))
+    page = await task_store.list_page(request.state.pool, tenant, status=status, kind=kind,
+                                      limit=limit, before=before)
+    next_cursor = _encode_cursor(page[-1]) if len(page) == limit else None
+    return JSONResponse({"tasks": [task_body(t) for t in page], "next_cursor": next_cursor})
+
+
+async def cancel(request: Request) -> Response:
+    tenant = await authenticate(request)
+    state = request.state
+    canceled = await task_store.cancel(state.pool, tenant, task_id(request))
+    if canceled.events:
+        await publish(state.arq, canceled.events)
+        await announce_cancel(state.arq, canceled.task.id)
+    return JSONResponse(task_body(canceled.task))
+
+
+async def delete(request: Request) -> Response:
+    tenant = await authenticate(request)
+    await task_store.delete(request.state.pool, tenant, task_id(request))
+    return Response(status_code=204)
+
+
+async def stream_token(request: Request) -> Response:
+    """A token for `GET /tasks/{id}/events?token=...`, for browsers' EventSource."""
+    tenant = await authenticate(request)
+    state = request.state
+    task = await task_store.get(state.pool, tenant, task_id(request))
+    ttl = state.settings.stream_token_ttl
+    token = tokens.make(state.secret, tenant, task.id, ttl)
+    return JSONResponse({"token": token, "expires_in": int(ttl),
+                         "events_url": f"/tasks/{task.id}/events?token={token}"})
+
+
+def task_body(task: Task) -> dict[str, Any]:
+    body = task.as_dict()
+    body["links"] = {
+        "self": f"/tasks/{task.id}",
+        "events": f"/tasks/{task.id}/events",
+        "cancel": f"/tasks/{task.id}/cancel",
+        "stream_token": f"/tasks/{task.id}/stream-token",
+    }
+    return body
+
+
+def _encode_cursor(task: Task) -> str:
+    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None) -> tuple[datetime, str] | None:
+    if not raw:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        when, _, ident = text.partition("|")
+        return datetime.fromisoformat(when), str(uuid.UUID(ident))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("`cursor` is not one this server gave out", code="invalid_cursor") \
+            from None
+
+
+routes = [
+    Route("/tasks", submit, methods=["POST"]),
+    Route("/tasks", index, methods=["GET"]),
+    Route("/tasks/{id}", show, methods=["GET"]),
+    Route("/tasks/{id}", delete, methods=["DELETE"]),
+    Route("/tasks/{id}/cancel", cancel, methods=["POST"]),
+    Route("/tasks/{id}/stream-token", stream_token, methods=["POST"]),
+]

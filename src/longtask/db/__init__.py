@@ -1,0 +1,38 @@
+"""The asyncpg pool: JSON in and out of jsonb, and a helpful error for a bad URL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from longtask.errors import ConfigError
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await _init_connection(conn)
+    return conn
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -1,0 +1,176 @@
+"""Run one item: claim it under a lease, heartbeat, run the kind's function, map the outcome.
+
+    completed  the function returned (its value, JSON-able, is the item's result)
+    failed     PermanentError, a soft timeout, an unknown kind, or any other exception
+    retrying   TransientError while retries are left: pending again under a fresh job id
+    canceled   the task was canceled: the kind's on_cancel cleans up partial output
+    (nothing)  the lease was lost: another worker owns the item now, so this run writes nothing
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from longtask import queue
+from longtask.errors import JobCanceled, JobError, PermanentError, TransientError
+from longtask.events import publish
+from longtask.jobs.context import JobContext, Services
+from longtask.kinds import Kind, Registry
+from longtask.store import items as item_store
+
+log = logging.getLogger(__name__)
+
+
+class Running:
+    """The items this worker process runs now, so a cancel notice can reach them."""
+
+    def __init__(self) -> None:
+        self._by_task: dict[str, set[tuple[JobContext, asyncio.Task[Any]]]] = {}
+
+    def add(self, ctx: JobContext, task: asyncio.Task[Any]) -> None:
+        self._by_task.setdefault(ctx.task_id, set()).add((ctx, task))
+
+    def remove(self, ctx: JobContext, task: asyncio.Task[Any]) -> None:
+        entries = self._by_task.get(ctx.task_id)
+        if entries is not None:
+            entries.discard((ctx, task))
+            if not entries:
+                del self._by_task[ctx.task_id]
+
+    def cancel_task(self, task_id: str, reason: str) -> int:
+        entries = self._by_task.get(task_id, set())
+        for ctx, task in entries:
+            stop(ctx, task, reason)
+        return len(entries)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_task.values())
+
+
+def stop(ctx: JobContext, task: asyncio.Task[Any], reason: str) -> None:
+    """Flag the item and interrupt its function at its next await (in-flight HTTP included)."""
+    if not ctx.canceled:
+        ctx.cancel(reason)
+        task.cancel()
+
+
+async def run_item(services: Services, registry: Registry, running: Running, item_id: str,
+                   job_id: str) -> str:
+    """Run one ARQ job; returns what happened, for ARQ's log."""
+    settings = services.settings
+    owner = services.worker_id
+    claim = await item_store.claim(services.pool, item_id, job_id, owner, settings.lease_seconds)
+    if claim is None:
+        return "skipped: not pending for this job"
+    await publish(services.redis, claim.events)
+    ctx = JobContext(claim, services)
+    kind = registry.get(claim.kind)
+    if kind is None:
+        await _finish(ctx, "failed", error=PermanentError(
+            f"no job kind {claim.kind!r} on this worker", code="unknown_kind").as_dict())
+        return "failed: unknown kind"
+
+    work = asyncio.create_task(_call(kind, ctx, claim.payload), name=f"item:{item_id}")
+    running.add(ctx, work)
+    beat = asyncio.create_task(_heartbeat(ctx, work, services), name=f"heartbeat:{item_id}")
+    try:
+        result = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if not work.cancelled() and not work.done():
+            # this job was cancelled from outside (shutdown, ARQ abort, hard timeout): stop the
+            # function too; the lease expires and the item runs again elsewhere
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
+        if ctx.cancel_reason == "lease_lost":
+            return "abandoned: lease lost"
+        await _canceled(kind, ctx)
+        return "canceled"
+    except JobCanceled:
+        if ctx.cancel_reason == "lease_lost":
+            return "abandoned: lease lost"
+        await _canceled(kind, ctx)
+        return "canceled"
+    except TransientError as exc:
+        return await _transient(ctx, exc)
+    except JobError as exc:
+        await _finish(ctx, "failed", error=exc.as_dict())
+        return f"failed: {exc.code}"
+    except Exception as exc:
+        ctx.log.exception("item %s failed with an unexpected error", item_id)
+        await _finish(ctx, "failed", error={"code": "internal_error",
+                                           "message": f"{type(exc).__name__}: {exc}"[:500]})
+        return "failed: internal_error"
+    else:
+        await _finish(ctx, "completed", result=result)
+        return "completed"
+    finally:
+        running.remove(ctx, work)
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+
+
+async def _call(kind: Kind, ctx: JobContext, payload: Any) -> Any:
+    if kind.timeout is None:
+        return await kind.handler(ctx, payload)
+    try:
+        async with asyncio.timeout(kind.timeout):
+            return await kind.handler(ctx, payload)
+    except TimeoutError:
+        raise PermanentError(f"took longer than {kind.timeout:g}s", code="timeout") from None
+
+
+async def _heartbeat(ctx: JobContext, work: asyncio.Task[Any], services: Services) -> None:
+    """Renew the lease; stop the item if the task was canceled or the lease was lost."""
+    settings = services.settings
+    while not work.done():
+        await asyncio.sleep(settings.heartbeat_seconds)
+        try:
+            status = await item_store.heartbeat(services.pool, ctx.item_id, services.worker_id,
+                                                settings.lease_seconds)
+        except Exception as exc:  # Postgres away: keep working, the lease says how long we may
+            ctx.log.warning("heartbeat failed: %s", exc)
+            continue
+        if status is None:
+            stop(ctx, work, "lease_lost")
+        elif status == "canceled":
+            stop(ctx, work, "canceled")
+
+
+async def _canceled(kind: Kind, ctx: JobContext) -> None:
+    if kind.on_cancel is not None:
+        try:
+            await kind.on_cancel(ctx, ctx.payload)
+        except Exception:
+            ctx.log.exception("on_cancel of item %s failed", ctx.item_id)
+    await _finish(ctx, "canceled", error={"code": "canceled", "message": "the task was canceled"})
+
+
+async def _transient(ctx: JobContext, exc: TransientError) -> str:
+    settings = ctx.settings
+    if ctx.attempt > settings.max_retries:
+        await _finish(ctx, "failed", error={
+            "code": exc.code, "message": f"{exc.message} (gave up after {ctx.attempt} attempts)"})
+        return f"failed: {exc.code} after {ctx.attempt} attempts"
+    delay = max(settings.retry_delay(ctx.attempt), exc.retry_after or 0.0)
+    retried = await item_store.retry_later(ctx.pool, ctx.item_id, ctx.worker_id, ctx.attempt,
+                                           delay, exc.as_dict())
+    if retried is None:
+        return "abandoned: lease lost"
+    pending, event = retried
+    await publish(ctx.redis, [event] if event else [])
+    await queue.enqueue(ctx.redis, settings.queue_name, [pending])
+    return f"retrying in {delay:g}s: {exc.code}"
+
+
+async def _finish(ctx: JobContext, status: str, *, result: Any = None,
+                  error: dict[str, Any] | None = None) -> None:
+    finished = await asyncio.shield(item_store.finish(
+        ctx.pool, ctx.item_id, ctx.worker_id, status, result=result, error=error))
+    if finished is not None:
+        await publish(ctx.redis, finished.events)

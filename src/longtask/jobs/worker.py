@@ -1,0 +1,132 @@
+"""The ARQ worker: settings, start-up and shut-down, the cancel listener, and cron jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import httpx
+from arq import cron
+from arq.worker import func
+from redis.exceptions import RedisError
+
+from longtask import embedded, queue, redis_keys
+from longtask.db import create_pool
+from longtask.jobs.context import Services
+from longtask.jobs.runner import Running, run_item
+from longtask.kinds import Registry
+from longtask.settings import Settings
+from longtask.store import items as item_store
+from longtask.store import tasks as task_store
+
+log = logging.getLogger(__name__)
+
+RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Everything `arq worker.WorkerSettings` needs, from one Settings."""
+    settings = embedded.resolve(settings)
+    assert settings.database_url and settings.redis_url
+    registry = Registry.from_modules(settings.kinds)
+    running = Running()
+    background: list[asyncio.Task[None]] = []
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        assert settings.database_url
+        pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+                                 max_size=settings.db_pool_max)
+        services = Services(
+            settings=settings, pool=pool, redis=ctx["redis"],
+            http=httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        )
+        ctx["services"] = services
+        background.append(asyncio.create_task(_listen_for_cancels(services, running)))
+        background.append(asyncio.create_task(_announce(services, running)))
+        log.info("worker %s ready; kinds: %s", services.worker_id, ", ".join(registry.names()))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        services: Services | None = ctx.get("services")
+        if services is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await services.redis.delete(redis_keys.worker_key(services.worker_id))
+            await services.http.aclose()
+            await services.pool.close()
+
+    async def run_item_job(ctx: dict[str, Any], item_id: str) -> str:
+        return await run_item(ctx["services"], registry, running, item_id, ctx["job_id"])
+
+    async def reconcile(ctx: dict[str, Any]) -> int:
+        """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush)."""
+        services: Services = ctx["services"]
+        pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS)
+        return await queue.enqueue(ctx["redis"], settings.queue_name, pending)
+
+    async def purge(ctx: dict[str, Any]) -> int:
+        """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago."""
+        return await task_store.purge_finished(ctx["services"].pool, settings.retention_days)
+
+    return {
+        "functions": [func(run_item_job, name=queue.RUN_ITEM)],
+        "cron_jobs": [
+            cron(reconcile, name="reconcile", second={0, 15, 30, 45}, run_at_startup=True),
+            cron(purge, name="purge", minute={17}, second={0}),
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": queue.redis_settings(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.job_timeout,
+        "keep_result": 60,
+        "max_tries": 3,
+        "poll_delay": 0.05,
+        "allow_abort_jobs": True,
+        "job_serializer": queue.dumps,
+        "job_deserializer": queue.loads,
+        "health_check_interval": 10,
+    }
+
+
+async def _listen_for_cancels(services: Services, running: Running) -> None:
+    """Stop a canceled task's running items at once (the heartbeat is the slower fallback)."""
+    while True:
+        pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(redis_keys.CANCEL_CHANNEL)
+            async for message in pubsub.listen():
+                task_id = message["data"].decode() if isinstance(message["data"], bytes) \
+                    else str(message["data"])
+                if running.cancel_task(task_id, "canceled"):
+                    log.info("canceled the running items of task %s", task_id)
+        except (RedisError, OSError) as exc:
+            log.warning("cancel listener lost Redis (%s); reconnecting", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        await asyncio.sleep(1.0)
+
+
+async def _announce(services: Services, running: Running) -> None:
+    """Keep this worker's heartbeat key alive in Redis, for /ready and /stats."""
+    key = redis_keys.worker_key(services.worker_id)
+    every = services.settings.heartbeat_seconds
+    started = time.time()
+    while True:
+        info = {"id": services.worker_id, "started": started, "running": len(running)}
+        with contextlib.suppress(RedisError, OSError):
+            await services.redis.set(key, json.dumps(info), ex=max(int(every * 3), 3))
+        await asyncio.sleep(every)

@@ -1,0 +1,70 @@
+"""ARQ glue shared by the web process and the worker: connection, wire format, enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from arq import ArqRedis, create_pool
+from arq.connections import RedisSettings
+from redis.exceptions import RedisError
+
+from longtask.store.items import PendingJob
+
+log = logging.getLogger(__name__)
+
+RUN_ITEM = "run_item"  # the one ARQ function: run an item of a task
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """ARQ settings from a REDIS_URL: redis://, rediss:// (Heroku's self-signed certificate is
+    accepted unless the URL says `?ssl_cert_reqs=required`) or unix://."""
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 5
+    settings.conn_retries = 2
+    if settings.ssl:
+        wanted = parse_qs(urlparse(url).query).get("ssl_cert_reqs", ["none"])[0]
+        settings.ssl_cert_reqs = wanted
+    return settings
+
+
+def dumps(value: Any) -> bytes:
+    """ARQ's wire format: JSON, not pickle (jobs carry ids; the rest lives in Postgres)."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def loads(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+async def connect(url: str) -> ArqRedis:
+    return await create_pool(redis_settings(url), job_serializer=dumps, job_deserializer=loads)
+
+
+async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) -> int:
+    """Enqueue item jobs; a job id already queued or running is left alone (ARQ dedupes).
+
+    Failure is logged, not raised: the rows are committed, and the reconciler enqueues what
+    Redis does not hold.
+    """
+    async def one(job: PendingJob) -> bool:
+        defer = job.run_after if isinstance(job.run_after, datetime) else None
+        queued = await arq.enqueue_job(RUN_ITEM, job.item_id, _job_id=job.job_id,
+                                       _queue_name=queue_name, _defer_until=defer)
+        return queued is not None
+
+    try:
+        done = await asyncio.gather(*(one(j) for j in jobs))
+    except (RedisError, OSError) as exc:
+        log.warning("enqueue failed; the reconciler will retry: %s", exc)
+        return 0
+    return sum(done)
+
+
+async def depth(arq: ArqRedis, queue_name: str) -> int:
+    return int(await arq.zcard(queue_name))

@@ -1,0 +1,27 @@
+"""Every Redis key and channel name longtask uses, built in one place."""
+
+from __future__ import annotations
+
+PREFIX = "longtask"
+TASK_CHANNEL_PATTERN = f"{PREFIX}:task:*"
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+WORKER_PATTERN = f"{PREFIX}:worker:*"
+
+
+def task_channel(task_id: str) -> str:
+    """The pub/sub channel that carries a task's events."""
+    return f"{PREFIX}:task:{task_id}"
+
+
+def task_id_from_channel(channel: str) -> str:
+    return channel.rsplit(":", 1)[1]
+
+
+def worker_key(worker_id: str) -> str:
+    """A worker's heartbeat: present while the worker is alive (it expires otherwise)."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def item_job_id(item_id: str, attempt: int) -> str:
+    """ARQ job id for one run of an item: fresh per attempt, since ARQ blocks a reused id."""
+    return f"item:{item_id}:{attempt}"

@@ -1,0 +1,141 @@
+"""One frozen `Settings`, read from the environment once by `server.py`, `worker.py` or the CLI.
+
+Every variable is parsed and checked here, so a typo fails at start with a message naming the
+variable, never deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from longtask.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None  # None: embedded PostgreSQL under data_dir
+    redis_url: str | None = None  # None: a private redis-server under data_dir
+    port: int = 8000
+    data_dir: Path = Path(".data")
+    secret: str = ""  # signs stream tokens; when unset, one is made and kept in Postgres
+    kinds: tuple[str, ...] = ()  # extra modules that register job kinds
+    queue_name: str = "longtask:queue"
+    worker_concurrency: int = 16
+    job_timeout: float = 3600.0  # ARQ's hard limit for one item
+    lease_seconds: float = 30.0  # a running item's lease; the heartbeat renews it
+    heartbeat_seconds: float = 5.0
+    max_retries: int = 3
+    retry_delays: tuple[float, ...] = (60.0, 120.0, 240.0)
+    retention_days: float = 30.0
+    sse_ping_seconds: float = 15.0
+    stream_token_ttl: float = 600.0
+    max_params_bytes: int = 256 * 1024
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    cors_origins: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        settings = cls(
+            database_url=reader.get("DATABASE_URL", str, None),
+            redis_url=reader.get("REDIS_URL", str, None),
+            port=reader.get("PORT", _port, 8000),
+            data_dir=reader.get("LONGTASK_DATA_DIR", Path, Path(".data")),
+            secret=reader.get("LONGTASK_SECRET", str, ""),
+            kinds=reader.get("LONGTASK_KINDS", _csv, ()),
+            queue_name=reader.get("LONGTASK_QUEUE", str, "longtask:queue"),
+            worker_concurrency=reader.get("LONGTASK_WORKER_CONCURRENCY", _positive_int, 16),
+            job_timeout=reader.get("LONGTASK_JOB_TIMEOUT", _positive_float, 3600.0),
+            lease_seconds=reader.get("LONGTASK_LEASE_SECONDS", _positive_float, 30.0),
+            heartbeat_seconds=reader.get("LONGTASK_HEARTBEAT_SECONDS", _positive_float, 5.0),
+            max_retries=reader.get("LONGTASK_MAX_RETRIES", _non_negative_int, 3),
+            retry_delays=reader.get("LONGTASK_RETRY_DELAYS", _delays, (60.0, 120.0, 240.0)),
+            retention_days=reader.get("LONGTASK_RETENTION_DAYS", _positive_float, 30.0),
+            sse_ping_seconds=reader.get("LONGTASK_SSE_PING_SECONDS", _positive_float, 15.0),
+            stream_token_ttl=reader.get("LONGTASK_STREAM_TOKEN_TTL", _positive_float, 600.0),
+            max_params_bytes=reader.get("LONGTASK_MAX_PARAMS_BYTES", _positive_int, 256 * 1024),
+            db_pool_min=reader.get("LONGTASK_DB_POOL_MIN", _non_negative_int, 1),
+            db_pool_max=reader.get("LONGTASK_DB_POOL_MAX", _positive_int, 10),
+            cors_origins=reader.get("LONGTASK_CORS_ORIGINS", _csv, ()),
+        )
+        reader.raise_errors()
+        if settings.heartbeat_seconds >= settings.lease_seconds:
+            raise ConfigError(
+                "LONGTASK_HEARTBEAT_SECONDS must be shorter than LONGTASK_LEASE_SECONDS "
+                f"({settings.heartbeat_seconds} >= {settings.lease_seconds})"
+            )
+        if settings.db_pool_min > settings.db_pool_max:
+            raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
+        return settings
+
+    def retry_delay(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based); the last delay repeats."""
+        delays = self.retry_delays or (0.0,)
+        return delays[min(attempt, len(delays)) - 1]
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[str] = []
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, TypeError) as exc:
+            self.errors.append(f"{name}={raw!r}: {exc}")
+            return default
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            raise ConfigError("invalid environment: " + "; ".join(self.errors))
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a port number between 1 and 65535")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive whole number")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _delays(raw: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in _csv(raw))
+    if not values or any(v < 0 for v in values):
+        raise ValueError("must be a comma-separated list of non-negative seconds, e.g. 60,120,240")
+    return values

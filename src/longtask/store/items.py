@@ -1,0 +1,267 @@
+"""task_items: claim under a lease, heartbeat, progress, checkpoint, retry and finish.
+
+Every write of a running item is conditional on its lease (`lease_owner`), so a worker that lost
+its lease (it stalled, the reaper gave the item to another) writes nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from longtask.redis_keys import item_job_id
+from longtask.store import events
+from longtask.store.events import Event
+
+
+@dataclass(frozen=True)
+class Claim:
+    item_id: str
+    task_id: str
+    tenant: str
+    kind: str
+    params: Any
+    index: int
+    name: str
+    payload: Any
+    checkpoint: dict[str, Any]
+    attempt: int
+    items_total: int
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class Finished:
+    events: list[Event]
+    task_status: str | None  # the task's end state, if this item was its last
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    item_id: str
+    job_id: str
+    run_after: Any
+
+
+_LEASE = "now() + make_interval(secs => $3)"
+
+_PROGRESS = """
+WITH i AS (
+    UPDATE task_items SET progress = $3, stage = coalesce($4, stage), message = $5,
+        updated_at = now()
+    WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+    RETURNING task_id, idx, name, progress, stage, message
+), t AS (
+    UPDATE tasks t SET last_seq = t.last_seq + 1, updated_at = now(),
+        progress = least(100, ((SELECT coalesce(sum(o.progress), 0) FROM task_items o
+                                WHERE o.task_id = t.id AND o.id <> $1) + $3)
+                              / greatest(t.items_total, 1)),
+        stage = CASE WHEN t.items_total = 1 THEN i.stage ELSE t.stage END,
+        message = CASE WHEN t.items_total = 1 THEN i.message ELSE t.message END
+    FROM i WHERE t.id = i.task_id AND t.status = 'running'
+    RETURNING t.id, t.tenant, t.last_seq, t.progress
+)
+INSERT INTO task_events (task_id, seq, tenant, type, data)
+SELECT t.id, t.last_seq, t.tenant, 'progress', $6::jsonb || jsonb_build_object(
+    'item', i.idx, 'name', i.name, 'percent', round(i.progress::numeric, 2), 'stage', i.stage,
+    'message', i.message, 'task_percent', round(t.progress::numeric, 2))
+FROM t, i
+RETURNING task_id, seq, type, data, created_at
+"""
+
+
+async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
+                lease_seconds: float) -> Claim | None:
+    """Take a pending item for this job; None if another job owns it or it is not pending."""
+    async with pool.acquire() as conn, conn.transaction():
+        item = await conn.fetchrow(
+            "UPDATE task_items SET status = 'running', attempts = attempts + 1,"
+            f" lease_owner = $4, lease_expires_at = {_LEASE},"
+            " started_at = coalesce(started_at, now()), updated_at = now()"
+            " WHERE id = $1 AND job_id = $2 AND status = 'pending'"
+            " RETURNING task_id, tenant, idx, name, payload, checkpoint, attempts",
+            item_id, job_id, lease_seconds, owner,
+        )
+        if item is None:
+            return None
+        task = await conn.fetchrow(
+            "SELECT kind, params, status, items_total FROM tasks WHERE id = $1", item["task_id"]
+        )
+        task_id = str(item["task_id"])
+        out: list[Event] = []
+        started = await conn.fetchrow(
+            "UPDATE tasks SET status = 'running', started_at = now(), updated_at = now(),"
+            " last_seq = last_seq + 1 WHERE id = $1 AND status = 'pending' RETURNING last_seq",
+            task_id,
+        )
+        if started is not None:
+            out.append(await events.insert_at(conn, task_id, item["tenant"], started["last_seq"],
+                                              "status", {"status": "running"}))
+        event = await events.append(conn, task_id, "item", _item_data(
+            item["idx"], item["name"], "running", attempt=item["attempts"]))
+        if event is not None:
+            out.append(event)
+    return Claim(
+        item_id=item_id, task_id=task_id, tenant=item["tenant"], kind=task["kind"],
+        params=task["params"], index=item["idx"], name=item["name"], payload=item["payload"],
+        checkpoint=item["checkpoint"], attempt=item["attempts"], items_total=task["items_total"],
+        events=out,
+    )
+
+
+async def heartbeat(pool: asyncpg.Pool, item_id: str, owner: str,
+                    lease_seconds: float) -> str | None:
+    """Renew the lease; the task's status, or None if the lease is no longer ours."""
+    return await pool.fetchval(
+        f"UPDATE task_items i SET lease_expires_at = {_LEASE}, updated_at = now()"
+        " FROM tasks t WHERE i.id = $1 AND i.lease_owner = $2 AND i.status = 'running'"
+        " AND t.id = i.task_id RETURNING t.status",
+        item_id, owner, lease_seconds,
+    )
+
+
+async def progress(pool: asyncpg.Pool, item_id: str, owner: str, percent: float,
+                   stage: str | None, message: str | None, data: dict[str, Any]) -> Event | None:
+    """Record an item's progress and the task's overall percent, as one event."""
+    row = await pool.fetchrow(_PROGRESS, item_id, owner, percent, stage, message, data)
+    return Event(str(row["task_id"]), row["seq"], row["type"], row["data"],
+                 row["created_at"]) if row else None
+
+
+async def save_checkpoint(pool: asyncpg.Pool, item_id: str, owner: str,
+                          values: dict[str, Any]) -> bool:
+    """Merge `values` into the item's checkpoint; False if the lease is no longer ours."""
+    done = await pool.fetchval(
+        "UPDATE task_items SET checkpoint = checkpoint || $3, updated_at = now()"
+        " WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING 1",
+        item_id, owner, values,
+    )
+    return done is not None
+
+
+async def retry_later(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, delay: float,
+                      error: dict[str, Any]) -> tuple[PendingJob, Event | None] | None:
+    """Put a running item back to pending under the next attempt's job id, to start after
+    `delay`."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE task_items SET status = 'pending', error = $3, lease_owner = NULL,"
+            " lease_expires_at = NULL, run_after = now() + make_interval(secs => $4),"
+            " job_id = $5, updated_at = now()"
+            " WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
+            " RETURNING task_id, idx, name, attempts, job_id, run_after",
+            item_id, owner, error, delay, item_job_id(item_id, attempt + 1),
+        )
+        if row is None:
+            return None
+        event = await events.append(conn, str(row["task_id"]), "item", _item_data(
+            row["idx"], row["name"], "retrying", attempt=row["attempts"], error=error,
+            retry_in=delay))
+    return PendingJob(item_id, row["job_id"], row["run_after"]), event
+
+
+async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
+                 result: Any = None, error: dict[str, Any] | None = None) -> Finished | None:
+    """End a running item; if it was the task's last, end the task too. None: lease lost."""
+    async with pool.acquire() as conn, conn.transaction():
+        item = await conn.fetchrow(
+            "UPDATE task_items SET status = $3, result = $4, error = $5, progress = 100,"
+            " lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()"
+            " WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
+            " RETURNING task_id, tenant, idx, name",
+            item_id, owner, status, result, error,
+        )
+        if item is None:
+            return None
+        task_id = str(item["task_id"])
+        # the row lock taken here orders the items of one task: exactly one sees the last count
+        task = await conn.fetchrow(
+            "UPDATE tasks SET items_done = items_done + 1, items_failed = items_failed + $2,"
+            " updated_at = now() WHERE id = $1"
+            " RETURNING items_done, items_total, items_failed, status",
+            task_id, 1 if status == "failed" else 0,
+        )
+        out: list[Event] = []
+        event = await events.append(conn, task_id, "item", _item_data(
+            item["idx"], item["name"], status, error=error))
+        if event is not None:
+            out.append(event)
+        ended = None
+        if task["items_done"] >= task["items_total"] and task["status"] == "running":
+            ended, event = await _end_task(conn, task_id, item["tenant"], task["items_total"],
+                                           task["items_failed"])
+            out.append(event)
+    return Finished(out, ended)
+
+
+async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float,
+                       limit: int = 1000) -> list[PendingJob]:
+    """Pending items of live tasks that have waited a while: the reconciler re-enqueues them."""
+    rows = await pool.fetch(
+        "SELECT i.id, i.job_id, i.run_after FROM task_items i JOIN tasks t ON t.id = i.task_id"
+        " WHERE i.status = 'pending' AND t.status IN ('pending', 'running')"
+        " AND i.updated_at < now() - make_interval(secs => $1)"
+        " ORDER BY i.created_at LIMIT $2",
+        older_than_seconds, limit,
+    )
+    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"]) for r in rows]
+
+
+async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT idx AS index, id, name, status, round(progress::numeric, 2)::float AS progress,"
+        " stage, message, attempts, error, result, started_at, finished_at"
+        " FROM task_items WHERE task_id = $1 AND tenant = $2 ORDER BY idx",
+        task_id, tenant,
+    )
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["id"] = str(d["id"])
+        for key in ("started_at", "finished_at"):
+            d[key] = d[key].isoformat() if d[key] else None
+        out.append(d)
+    return out
+
+
+async def _end_task(conn: asyncpg.Connection, task_id: str, tenant: str, total: int,
+                    failed: int) -> tuple[str, Event]:
+    """The task's outcome from its items': one item's own result, or a batch summary.
+
+    A batch with some failed items completes, listing each item's outcome; it fails only when
+    every item failed.
+    """
+    if total == 1:
+        row = await conn.fetchrow(
+            "SELECT status, result, error FROM task_items WHERE task_id = $1", task_id
+        )
+        status, result, error = row["status"], row["result"], row["error"]
+    else:
+        outcomes = await conn.fetchval(
+            "SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('index', idx, 'name', name,"
+            " 'status', status, 'result', result, 'error', error)) ORDER BY idx)"
+            " FROM task_items WHERE task_id = $1",
+            task_id,
+        )
+        status = "failed" if failed >= total else "completed"
+        result = {"items": outcomes, "completed": total - failed, "failed": failed}
+        error = ({"code": "all_items_failed", "message": f"all {total} items failed"}
+                 if status == "failed" else None)
+    row = await conn.fetchrow(
+        "UPDATE tasks SET status = $2, result = $3, error = $4, progress = 100,"
+        " finished_at = now(), updated_at = now(), last_seq = last_seq + 1"
+        " WHERE id = $1 AND status = 'running' RETURNING last_seq",
+        task_id, status, result, error,
+    )
+    data: dict[str, Any] = {"status": status, "result": result}
+    if error:
+        data["error"] = error
+    return status, await events.insert_at(conn, task_id, tenant, row["last_seq"], "status", data)
+
+
+def _item_data(index: int, name: str, status: str, **extra: Any) -> dict[str, Any]:
+    data = {"item": index, "name": name, "status": status}
+    data.update({k: v for k, v in extra.items() if v is not None})
+    return data

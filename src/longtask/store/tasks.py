@@ -1,0 +1,234 @@
+"""tasks: create (with items and first event, in one transaction), read, list, cancel, delete."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from longtask.errors import Conflict, NotFound
+from longtask.redis_keys import item_job_id
+from longtask.store.events import TERMINAL, Event, insert_at
+from longtask.store.items import PendingJob
+
+Status = str  # 'pending' | 'running' | 'completed' | 'failed' | 'canceled'
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    tenant: str
+    kind: str
+    params: Any
+    status: Status
+    progress: float
+    stage: str | None
+    message: str | None
+    error: dict[str, Any] | None
+    result: Any
+    items_total: int
+    items_done: int
+    items_failed: int
+    last_seq: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tenant"}
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        out["progress"] = round(self.progress, 2)
+        return out
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One unit of fan-out: its own item row and its own ARQ job."""
+
+    payload: Any
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Created:
+    task: Task
+    jobs: list[PendingJob]  # to enqueue after commit
+    events: list[Event]
+    replayed: bool  # an earlier request with the same Idempotency-Key made it
+
+
+@dataclass(frozen=True)
+class Canceled:
+    task: Task
+    events: list[Event]  # empty when it was canceled already
+
+
+_COLUMNS = ", ".join(f.name for f in fields(Task))
+
+
+async def create(
+    pool: asyncpg.Pool,
+    *,
+    tenant: str,
+    kind: str,
+    params: Any,
+    items: list[NewItem],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Created:
+    """Store a task, its items (the enqueue intent) and its first event together."""
+    item_ids = [str(uuid.uuid4()) for _ in items]
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,"
+            f" last_seq) VALUES ($1, $2, $3, $4, $5, $6, 1)"
+            f" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
+            tenant, kind, params, len(items), idempotency_key, request_hash,
+        )
+        if row is None:
+            return await _replay(conn, tenant, idempotency_key, request_hash)
+        task = _task(row)
+        job_ids = [item_job_id(item_id, 1) for item_id in item_ids]
+        await conn.execute(
+            "INSERT INTO task_items (id, task_id, tenant, idx, name, payload, job_id)"
+            " SELECT u.id, $1, $2, u.idx - 1, u.name, u.payload, u.job_id"
+            " FROM unnest($3::uuid[], $4::text[], $5::jsonb[], $6::text[])"
+            " WITH ORDINALITY AS u(id, name, payload, job_id, idx)",
+            task.id, tenant, item_ids, [i.name for i in items], [i.payload for i in items], job_ids,
+        )
+        event = await insert_at(
+            conn, task.id, tenant, 1, "status", {"status": "pending", "items_total": len(items)}
+        )
+    jobs = [PendingJob(i, j, None) for i, j in zip(item_ids, job_ids)]
+    return Created(task, jobs, [event], replayed=False)
+
+
+async def get(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, task_id: str) -> Task:
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM tasks WHERE id = $1 AND tenant = $2", task_id, tenant
+    )
+    if row is None:
+        raise NotFound(f"no task {task_id}")
+    return _task(row)
+
+
+async def list_page(
+    pool: asyncpg.Pool,
+    tenant: str,
+    *,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[Task]:
+    """Newest first; `before` is the (created_at, id) of the last task of the previous page."""
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM tasks WHERE tenant = $1"
+        " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR kind = $3)"
+        " AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))"
+        " ORDER BY created_at DESC, id DESC LIMIT $6",
+        tenant, status, kind, before[0] if before else None, before[1] if before else None, limit,
+    )
+    return [_task(r) for r in rows]
+
+
+async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
+    """End a task as canceled; its items not yet started never start.
+
+    Idempotent for a canceled task; a task that ended otherwise is a Conflict.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"UPDATE tasks SET status = 'canceled', finished_at = now(), updated_at = now(),"
+            f" last_seq = last_seq + 1 WHERE id = $1 AND tenant = $2"
+            f" AND status IN ('pending', 'running') RETURNING {_COLUMNS}",
+            task_id, tenant,
+        )
+        if row is None:
+            task = await get(conn, tenant, task_id)
+            if task.status == "canceled":
+                return Canceled(task, [])
+            raise Conflict(f"task {task_id} has already {task.status}", code="task_finished")
+        skipped = await conn.fetchval(
+            "WITH c AS (UPDATE task_items SET status = 'canceled', progress = 100,"
+            " finished_at = now(), updated_at = now() WHERE task_id = $1 AND status = 'pending'"
+            " RETURNING 1) SELECT count(*) FROM c",
+            task_id,
+        )
+        if skipped:
+            row = await conn.fetchrow(
+                f"UPDATE tasks SET items_done = items_done + $2 WHERE id = $1 RETURNING {_COLUMNS}",
+                task_id, skipped,
+            )
+        task = _task(row)
+        event = await insert_at(conn, task_id, tenant, task.last_seq, "status",
+                                {"status": "canceled"})
+    return Canceled(task, [event])
+
+
+async def delete(pool: asyncpg.Pool, tenant: str, task_id: str) -> None:
+    """Delete a task that has ended, with its items and events."""
+    deleted = await pool.fetchval(
+        "DELETE FROM tasks WHERE id = $1 AND tenant = $2"
+        " AND status IN ('completed', 'failed', 'canceled') RETURNING id",
+        task_id, tenant,
+    )
+    if deleted is None:
+        task = await get(pool, tenant, task_id)  # NotFound if it is not there
+        raise Conflict(f"task {task.id} is {task.status}: cancel it first", code="task_active")
+
+
+async def purge_finished(pool: asyncpg.Pool, older_than_days: float, batch: int = 1000) -> int:
+    """Delete tasks that ended more than `older_than_days` ago; the retention cron calls this."""
+    total = 0
+    while True:
+        deleted = await pool.fetchval(
+            "WITH d AS (DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
+            " WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2) RETURNING 1)"
+            " SELECT count(*) FROM d",
+            older_than_days * 86400, batch,
+        )
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+async def counts(pool: asyncpg.Pool, tenant: str) -> list[tuple[str, str, int]]:
+    """(kind, status, count) for every kind and status the tenant has."""
+    rows = await pool.fetch(
+        "SELECT kind, status, count(*) AS n FROM tasks WHERE tenant = $1"
+        " GROUP BY kind, status ORDER BY kind, status",
+        tenant,
+    )
+    return [(r["kind"], r["status"], r["n"]) for r in rows]
+
+
+async def _replay(conn: asyncpg.Connection, tenant: str, key: str | None,
+                  request_hash: str | None) -> Created:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE tenant = $1 AND idempotency_key = $2",
+        tenant, key,
+    )
+    if row is None:  # deleted between the INSERT and here
+        raise Conflict("the task made with this Idempotency-Key was deleted", code="idempotency")
+    if row["request_hash"] != request_hash:
+        raise Conflict(
+            "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
+        )
+    return Created(_task(row), [], [], replayed=True)
+
+
+def _task(row: asyncpg.Record) -> Task:
+    values = {f.name: row[f.name] for f in fields(Task)}
+    values["id"] = str(values["id"])
+    return Task(**values)

@@ -1,0 +1,118 @@
+"""GET /tasks/{id}/events: ordered, gap-free, resumable, shared across web processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import Services, Tenant
+from tests.support import Web, Worker, sse_events, wait_status
+
+STEPS = {"kind": "test.fanout", "params": {"items": [{"name": f"f{i}"} for i in range(4)]}}
+
+
+def _assert_consecutive(events: list[tuple[int, str, dict]], start: int = 1) -> None:
+    assert [e[0] for e in events] == list(range(start, start + len(events)))
+
+
+async def test_every_event_in_order_with_id_equal_to_sequence(tenant_a: Tenant,
+                                                              live_worker: Worker) -> None:
+    task_id = (await tenant_a.client.post("/tasks", json=STEPS)).json()["id"]
+    live = await sse_events(tenant_a.client, task_id)  # subscribes while the task runs
+    _assert_consecutive(live)
+    assert live[0][1:] == ("status", {"status": "pending", "items_total": 4})
+    assert live[-1][1] == "status" and live[-1][2]["status"] == "completed"
+    per_item = {}
+    for _, event, data in live:
+        if event in ("item", "progress"):
+            per_item.setdefault(data["name"], []).append(data.get("status") or data["stage"])
+    assert per_item == {f"f{i}": ["running", "work", "completed"] for i in range(4)}
+    percents = [d["task_percent"] for _, e, d in live if e == "progress"]
+    assert percents == sorted(percents)  # overall progress never goes backwards
+
+
+async def test_reconnect_with_last_event_id_gets_exactly_what_was_missed(
+        tenant_a: Tenant, live_worker: Worker, redis: Redis) -> None:
+    gate = "gate:reconnect"
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
+    first = await sse_events(tenant_a.client, task_id, limit=2)  # then the client drops
+    await redis.set(gate, 1)  # the task goes on while the client is away
+    await wait_status(tenant_a.client, task_id, {"completed"})
+    rest = await sse_events(tenant_a.client, task_id, last_event_id=first[-1][0])
+    whole = await sse_events(tenant_a.client, task_id)
+    assert first + rest == whole  # nothing missed, nothing twice
+    _assert_consecutive(whole)
+    assert len(rest) >= 6
+    via_query = await sse_events(tenant_a.client, task_id, params={"after": str(first[-1][0])})
+    assert via_query == rest
+
+
+async def test_reconnect_mid_stream_while_live(tenant_a: Tenant, live_worker: Worker) -> None:
+    task_id = (await tenant_a.client.post("/tasks", json=STEPS)).json()["id"]
+    got: list[tuple[int, str, dict]] = []
+    while not got or not (got[-1][1] == "status" and got[-1][2]["status"] == "completed"):
+        got += await sse_events(tenant_a.client, task_id, limit=3,
+                                last_event_id=got[-1][0] if got else None)
+    _assert_consecutive(got)
+    assert got == await sse_events(tenant_a.client, task_id)
+
+
+async def test_after_completion_the_whole_history_then_close(tenant_a: Tenant,
+                                                             live_worker: Worker) -> None:
+    task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+    task = await wait_status(tenant_a.client, task_id, {"completed"})
+    history = await sse_events(tenant_a.client, task_id, timeout=5)  # closes by itself
+    assert [e[0] for e in history] == list(range(1, task["last_seq"] + 1))
+    # at the end already: 204 tells a browser's EventSource to stop reconnecting
+    done = await tenant_a.client.get(f"/tasks/{task_id}/events",
+                                     headers={"Last-Event-ID": str(task["last_seq"])})
+    assert done.status_code == 204
+
+
+@pytest.fixture
+async def web_b(services: Services, migrated: str) -> AsyncIterator[Web]:
+    proc = Web("web-b", services.env, services.root / "logs").start()
+    try:
+        yield await proc.ready()
+    finally:
+        proc.terminate()
+
+
+async def test_two_web_processes_see_the_same_events(tenant_a: Tenant, web_b: Web,
+                                                     live_worker: Worker, redis: Redis) -> None:
+    gate = "gate:two-webs"
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
+    async with httpx.AsyncClient(base_url=web_b.url, headers=tenant_a.client.headers,
+                                 timeout=30) as client_b:
+        on_a = asyncio.create_task(sse_events(tenant_a.client, task_id))
+        on_b = asyncio.create_task(sse_events(client_b, task_id))
+        await redis.set(gate, 1)
+        a, b = await asyncio.gather(on_a, on_b)
+    assert a == b
+    _assert_consecutive(a)
+    assert a[-1][2]["status"] == "completed"
+
+
+async def test_stream_token_for_browsers(tenant_a: Tenant, tenant_b: Tenant, web: Web,
+                                         live_worker: Worker) -> None:
+    task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+    other = (await tenant_a.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+    token = (await tenant_a.client.post(f"/tasks/{task_id}/stream-token")).json()["token"]
+    await wait_status(tenant_a.client, task_id, {"completed"})
+    async with httpx.AsyncClient(base_url=web.url, timeout=10) as browser:
+        events = await sse_events(browser, task_id, params={"token": token})
+        assert events[-1][2]["status"] == "completed"
+        wrong_task = await browser.get(f"/tasks/{other}/events", params={"token": token})
+        forged = await browser.get(f"/tasks/{task_id}/events", params={"token": token[:-2] + "xx"})
+        # a token is not a key: it opens the stream and nothing else
+        not_a_key = await browser.get(f"/tasks/{task_id}",
+                                      headers={"Authorization": f"Bearer {token}"})
+    assert (wrong_task.status_code, wrong_task.json()["error"]) == (401, "invalid_token")
+    assert (forged.status_code, forged.json()["error"]) == (401, "invalid_token")
+    assert not_a_key.status_code == 401

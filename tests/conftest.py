@@ -1,0 +1,142 @@
+"""Session-wide real services: PostgreSQL (pgvector) and Redis on free ports, a web and a worker
+process; every test starts from clean tables and a clean Redis database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from longtask.db import create_pool
+from longtask.db.migrate import migrate
+from longtask.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from longtask.store import api_keys
+from tests.support import Web, Worker, service_env
+
+TABLES = ("task_events", "task_items", "tasks", "api_keys")
+
+
+@dataclass
+class Services:
+    postgres: EmbeddedPostgres
+    redis: EmbeddedRedis
+    root: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return service_env(self.postgres.url, self.redis.url)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    root = Path(tempfile.mkdtemp(prefix="longtask-tests-"))
+    os.chmod(root, 0o755)  # the pgserver system user must reach the data directory
+    os.environ["LONGTASK_PG_FAST"] = "1"  # fsync off: tests need no durability across power loss
+    postgres = EmbeddedPostgres(root / "pg", free_port())
+    redis = EmbeddedRedis(root / "redis", free_port())
+    postgres.start()
+    redis.start()
+    (root / "logs").mkdir()
+    try:
+        yield Services(postgres, redis, root)
+    finally:
+        redis.kill()
+        postgres.stop()
+        if os.environ.get("CI") != "true":
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def migrated(services: Services) -> str:
+    await migrate(services.postgres.url)
+    return services.postgres.url
+
+
+@pytest.fixture(scope="session")
+async def pool(migrated: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(migrated, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis(services: Services) -> AsyncIterator[Redis]:
+    client = Redis.from_url(services.redis.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def clean(request: pytest.FixtureRequest) -> None:
+    """Clean tables and Redis before each test that uses the services."""
+    if "pool" not in request.fixturenames and "web" not in request.fixturenames:
+        return
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    redis: Redis = request.getfixturevalue("redis")
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    await redis.flushdb()
+
+
+@pytest.fixture(scope="session")
+async def web(services: Services, migrated: str) -> AsyncIterator[Web]:
+    proc = Web("web", services.env, services.root / "logs").start()
+    try:
+        yield await proc.ready()
+    finally:
+        proc.terminate()
+
+
+@pytest.fixture(scope="session")
+async def worker(services: Services, migrated: str, redis: Redis) -> AsyncIterator[Worker]:
+    proc = Worker("worker", services.env, services.root / "logs").start()
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+
+
+@pytest.fixture
+async def live_worker(worker: Worker, redis: Redis, clean: None) -> Worker:
+    """The session worker, heartbeating (after the clean-up flushed Redis)."""
+    return await worker.ready(redis)
+
+
+@dataclass
+class Tenant:
+    name: str
+    key: str
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+async def tenant_a(web: Web, pool: asyncpg.Pool, clean: None) -> AsyncIterator[Tenant]:
+    async with _tenant(web, pool, "tenant-a") as t:
+        yield t
+
+
+@pytest.fixture
+async def tenant_b(web: Web, pool: asyncpg.Pool, clean: None) -> AsyncIterator[Tenant]:
+    async with _tenant(web, pool, "tenant-b") as t:
+        yield t
+
+
+class _tenant:
+    def __init__(self, web: Web, pool: asyncpg.Pool, name: str) -> None:
+        self.web, self.pool, self.name = web, pool, name
+
+    async def __aenter__(self) -> Tenant:
+        key = await api_keys.create(self.pool, self.name, "tests")
+        self.client = httpx.AsyncClient(base_url=self.web.url, timeout=30,
+                                        headers={"Authorization": f"Bearer {key}"})
+        return Tenant(self.name, key, self.client)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()

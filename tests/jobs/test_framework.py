@@ -1,0 +1,51 @@
+"""The job framework with a kind defined in the tests: fan-out, per-item errors, retries."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tests.conftest import Tenant
+from tests.support import Worker, sse_events, wait_status
+
+
+async def test_fan_out_runs_each_item_as_its_own_job_and_a_bad_item_fails_alone(
+        tenant_a: Tenant, live_worker: Worker, pool: asyncpg.Pool) -> None:
+    items = [{"name": "a"}, {"name": "bad", "fail": True}, {"name": "c"}, {"name": "d"}]
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.fanout", "params": {"items": items}})).json()["id"]
+    task = await wait_status(tenant_a.client, task_id, {"completed", "failed"})
+    assert task["status"] == "completed"  # a batch with a bad item still completes
+    assert (task["items_total"], task["items_done"], task["items_failed"]) == (4, 4, 1)
+    outcomes = {o["name"]: o for o in task["result"]["items"]}
+    assert outcomes["bad"]["error"] == {"code": "bad_item", "message": "bad is bad"}
+    assert {n: o["status"] for n, o in outcomes.items()} == \
+        {"a": "completed", "bad": "failed", "c": "completed", "d": "completed"}
+    jobs = await pool.fetch("SELECT job_id FROM task_items WHERE task_id = $1", task_id)
+    assert len({r["job_id"] for r in jobs}) == 4  # one ARQ job per item
+
+
+async def test_transient_errors_are_retried_with_fresh_job_ids(tenant_a: Tenant,
+                                                               live_worker: Worker) -> None:
+    items = [{"name": "flaky", "flaky": 2}]
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.fanout", "params": {"items": items}})).json()["id"]
+    task = await wait_status(tenant_a.client, task_id, {"completed", "failed"})
+    assert task["status"] == "completed"
+    assert task["items"][0]["attempts"] == 3
+    assert task["items"][0]["result"]["attempt"] == 3
+    events = await sse_events(tenant_a.client, task_id)
+    retries = [d for _, e, d in events if e == "item" and d["status"] == "retrying"]
+    assert [r["attempt"] for r in retries] == [1, 2]
+    assert retries[0]["error"]["code"] == "upstream_unavailable"
+
+
+async def test_transient_errors_give_up_after_max_retries(tenant_a: Tenant,
+                                                         live_worker: Worker) -> None:
+    items = [{"name": "down", "flaky": 99}]
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.fanout", "params": {"items": items}})).json()["id"]
+    task = await wait_status(tenant_a.client, task_id, {"completed", "failed"})
+    assert task["status"] == "failed"  # a task of one item ends as its item did
+    assert task["items"][0]["attempts"] == 4  # the first run and 3 retries
+    assert task["error"]["code"] == "upstream_unavailable"
+    assert "gave up after 4 attempts" in task["error"]["message"]

@@ -1,0 +1,45 @@
+"""Job kinds defined by the tests, the way a user defines their own (see README)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import longtask
+from longtask.errors import PermanentError, TransientError
+
+
+@longtask.kind("test.echo")
+async def echo(ctx: longtask.JobContext, params: Any) -> dict[str, Any]:
+    """Waits for a gate key in Redis if asked, reports progress, returns where it ran."""
+    gate = params.get("gate") if isinstance(params, dict) else None
+    while gate and not await ctx.redis.exists(gate):
+        await ctx.sleep(0.02)
+    for step in (25, 50, 75):
+        await ctx.progress(step, f"at {step}%", stage="echoing")
+    return {"echo": params, "pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@longtask.kind("test.forever")
+async def forever(ctx: longtask.JobContext, params: Any) -> None:
+    """Ticks until canceled; records that it stopped."""
+    tick = 0
+    try:
+        while True:
+            tick += 1
+            await ctx.progress(min(tick, 99), f"tick {tick}", stage="ticking")
+            await ctx.sleep(0.1)
+    finally:
+        await ctx.redis.set(f"stopped:{ctx.task_id}", tick)
+
+
+@longtask.kind("test.fanout", items=lambda params: params["items"],
+               item_name=lambda payload: str(payload.get("name", "")))
+async def fanout(ctx: longtask.JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """One item per entry; an entry may ask to fail permanently, or transiently a few times."""
+    await ctx.progress(50, "working", stage="work")
+    if payload.get("fail"):
+        raise PermanentError(f"{payload.get('name')} is bad", code="bad_item")
+    if ctx.attempt <= payload.get("flaky", 0):
+        raise TransientError("upstream hiccup", code="upstream_unavailable")
+    return {"name": payload.get("name"), "pid": os.getpid(), "attempt": ctx.attempt}

@@ -1,0 +1,43 @@
+"""States only move forward, enforced by Postgres itself."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from longtask.store import tasks as task_store
+from longtask.store.tasks import NewItem
+
+
+@pytest.mark.parametrize("end", ["completed", "failed", "canceled"])
+async def test_a_terminal_task_cannot_move(pool: asyncpg.Pool, end: str) -> None:
+    created = await task_store.create(pool, tenant="t", kind="k", params={},
+                                      items=[NewItem({})])
+    task_id = created.task.id
+    assert await pool.execute("UPDATE tasks SET status = 'running' WHERE id = $1",
+                              task_id) == "UPDATE 1"
+    assert await pool.execute("UPDATE tasks SET status = $2 WHERE id = $1",
+                              task_id, end) == "UPDATE 1"
+    for back in {"pending", "running", "completed", "failed", "canceled"} - {end}:
+        # even a bare UPDATE, not only our conditional ones, affects no row
+        assert await pool.execute("UPDATE tasks SET status = $2 WHERE id = $1",
+                                  task_id, back) == "UPDATE 0"
+    assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", task_id) == end
+
+
+async def test_running_never_goes_back_to_pending(pool: asyncpg.Pool) -> None:
+    created = await task_store.create(pool, tenant="t", kind="k", params={}, items=[NewItem({})])
+    await pool.execute("UPDATE tasks SET status = 'running' WHERE id = $1", created.task.id)
+    assert await pool.execute("UPDATE tasks SET status = 'pending' WHERE id = $1",
+                              created.task.id) == "UPDATE 0"
+
+
+async def test_an_ended_task_takes_no_more_events(pool: asyncpg.Pool) -> None:
+    created = await task_store.create(pool, tenant="t", kind="k", params={}, items=[NewItem({})])
+    canceled = await task_store.cancel(pool, "t", created.task.id)
+    assert [e.seq for e in canceled.events] == [2]
+    from longtask.store import events
+
+    assert await events.append(pool, created.task.id, "progress", {}) is None
+    rows = await events.after(pool, "t", created.task.id, 0)
+    assert [(e.seq, e.data.get("status")) for e in rows] == [(1, "pending"), (2, "canceled")]

@@ -1,0 +1,183 @@
+"""Real processes for the tests: PostgreSQL, Redis, uvicorn and ARQ workers on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from longtask import redis_keys
+from longtask.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
+                   what: str = "condition", interval: float = 0.02) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Proc:
+    """One web or worker process, logging to a file the test report can show."""
+
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = dict(env)
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def terminate(self, timeout: float = 40.0) -> int | None:
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> int | None:
+        return self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, sig: int, timeout: float) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait()
+        self.popen = None
+        return code
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Web(Proc):
+    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        super().__init__(name, [sys.executable, "-m", "uvicorn", "server:app", "--host",
+                                "127.0.0.1", "--port", str(self.port), "--timeout-graceful-shutdown",
+                                "5"], env, log_dir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, timeout: float = 30.0) -> Web:
+        async def up() -> bool:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited:\n{self.tail()}")
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{self.url}/health", timeout=1)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(up, timeout, f"{self.name} to answer /health", interval=0.05)
+        return self
+
+
+class Worker(Proc):
+    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+        super().__init__(name, [sys.executable, "-m", "arq", "worker.WorkerSettings"], env, log_dir)
+
+    async def ready(self, redis: Any, timeout: float = 30.0) -> Worker:
+        pattern = redis_keys.worker_key(f"*:{self.pid}:*")
+
+        async def up() -> bool:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited:\n{self.tail()}")
+            return bool([k async for k in redis.scan_iter(match=pattern)])
+
+        await wait_for(up, timeout, f"{self.name} to heartbeat", interval=0.05)
+        return self
+
+
+def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGTASK_")}
+    env.update({
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LONGTASK_KINDS": "tests.kinds_for_tests",
+        "LONGTASK_HEARTBEAT_SECONDS": "0.5",
+        "LONGTASK_LEASE_SECONDS": "5",
+        "LONGTASK_RETRY_DELAYS": "0.2,0.4",
+        "LONGTASK_WORKER_CONCURRENCY": "8",
+        "LONGTASK_SSE_PING_SECONDS": "2",
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "INFO",
+    })
+    env.update(extra)
+    return env
+
+
+async def sse_events(client: httpx.AsyncClient, task_id: str, *, last_event_id: int | None = None,
+                     limit: int | None = None, params: dict[str, str] | None = None,
+                     timeout: float = 30.0) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, event, data) of a task's stream until it closes, or until `limit` events came."""
+    import json
+
+    from httpx_sse import aconnect_sse
+
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    received: list[tuple[int, str, dict[str, Any]]] = []
+    async with asyncio.timeout(timeout):
+        async with aconnect_sse(client, "GET", f"/tasks/{task_id}/events", headers=headers,
+                                params=params) as source:
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue  # the retry hint and pings carry no data
+                received.append((int(sse.id), sse.event, json.loads(sse.data)))
+                if limit is not None and len(received) >= limit:
+                    break
+    return received
+
+
+async def task_status(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
+    response = await client.get(f"/tasks/{task_id}")
+    response.raise_for_status()
+    return dict(response.json())
+
+
+async def wait_status(client: httpx.AsyncClient, task_id: str, statuses: set[str],
+                      timeout: float = 20.0) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        task = await task_status(client, task_id)
+        return task if task["status"] in statuses else None
+
+    return await wait_for(check, timeout, f"task {task_id} to reach {statuses}")
