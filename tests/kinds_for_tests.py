@@ -43,3 +43,15 @@ async def fanout(ctx: longtask.JobContext, payload: dict[str, Any]) -> dict[str,
     if ctx.attempt <= payload.get("flaky", 0):
         raise TransientError("upstream hiccup", code="upstream_unavailable")
     return {"name": payload.get("name"), "pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@longtask.kind("test.resume")
+async def resume(ctx: longtask.JobContext, params: Any) -> dict[str, Any]:
+    """Four steps with a checkpoint after each; the first run fails at step 3, transiently."""
+    start = int(ctx.checkpoint.get("step", 0))
+    for step in range(start + 1, 5):
+        await ctx.redis.rpush(f"steps:{ctx.task_id}", step)
+        if step == 3 and ctx.attempt == 1:
+            raise TransientError("lost the connection at step 3")
+        await ctx.save_checkpoint(step=step)
+    return {"resumed_from": start}

@@ -116,3 +116,18 @@ async def test_stream_token_for_browsers(tenant_a: Tenant, tenant_b: Tenant, web
     assert (wrong_task.status_code, wrong_task.json()["error"]) == (401, "invalid_token")
     assert (forged.status_code, forged.json()["error"]) == (401, "invalid_token")
     assert not_a_key.status_code == 401
+
+
+async def test_quiet_streams_get_keepalive_pings(tenant_a: Tenant, live_worker: Worker) -> None:
+    """The test server pings every 2 s (LONGTASK_SSE_PING_SECONDS); production every 15 s."""
+    task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.echo",
+                                                          "params": {"gate": "never"}})).json()["id"]
+    async with tenant_a.client.stream("GET", f"/tasks/{task_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        async with asyncio.timeout(10):
+            async for line in response.aiter_lines():
+                if line.startswith(": ping"):
+                    break
+    await tenant_a.client.post(f"/tasks/{task_id}/cancel")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from redis.asyncio import Redis
 
 from tests.conftest import Tenant
 from tests.support import Worker, sse_events, wait_status
@@ -31,7 +32,7 @@ async def test_transient_errors_are_retried_with_fresh_job_ids(tenant_a: Tenant,
         "/tasks", json={"kind": "test.fanout", "params": {"items": items}})).json()["id"]
     task = await wait_status(tenant_a.client, task_id, {"completed", "failed"})
     assert task["status"] == "completed"
-    assert task["items"][0]["attempts"] == 3
+    assert task["items"][0]["attempts"] == task["attempts"] == 3
     assert task["items"][0]["result"]["attempt"] == 3
     events = await sse_events(tenant_a.client, task_id)
     retries = [d for _, e, d in events if e == "item" and d["status"] == "retrying"]
@@ -49,3 +50,14 @@ async def test_transient_errors_give_up_after_max_retries(tenant_a: Tenant,
     assert task["items"][0]["attempts"] == 4  # the first run and 3 retries
     assert task["error"]["code"] == "upstream_unavailable"
     assert "gave up after 4 attempts" in task["error"]["message"]
+
+
+async def test_a_retry_resumes_after_the_last_checkpoint(tenant_a: Tenant, live_worker: Worker,
+                                                         redis: Redis) -> None:
+    task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.resume"})).json()["id"]
+    task = await wait_status(tenant_a.client, task_id, {"completed", "failed"})
+    assert task["status"] == "completed"
+    assert task["result"] == {"resumed_from": 2}
+    assert task["attempts"] == 2
+    # steps 1 and 2 ran once; 3 failed and ran again; nothing finished was redone
+    assert [int(s) for s in await redis.lrange(f"steps:{task_id}", 0, -1)] == [1, 2, 3, 3, 4]

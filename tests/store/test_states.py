@@ -41,3 +41,21 @@ async def test_an_ended_task_takes_no_more_events(pool: asyncpg.Pool) -> None:
     assert await events.append(pool, created.task.id, "progress", {}) is None
     rows = await events.after(pool, "t", created.task.id, 0)
     assert [(e.seq, e.data.get("status")) for e in rows] == [(1, "pending"), (2, "canceled")]
+
+
+async def test_retention_deletes_only_tasks_that_ended_long_ago(pool: asyncpg.Pool) -> None:
+    old, recent, running = [
+        (await task_store.create(pool, tenant="t", kind="k", params={}, items=[NewItem({})])).task
+        for _ in range(3)
+    ]
+    for task in (old, recent):
+        await task_store.cancel(pool, "t", task.id)
+    await pool.execute("UPDATE tasks SET finished_at = now() - interval '31 days' WHERE id = $1",
+                       old.id)
+    await pool.execute("UPDATE tasks SET created_at = now() - interval '90 days' WHERE id = $1",
+                       running.id)
+    assert await task_store.purge_finished(pool, 30) == 1
+    left = {r["id"] for r in await pool.fetch("SELECT id::text FROM tasks")}
+    assert left == {recent.id, running.id}
+    assert await pool.fetchval("SELECT count(*) FROM task_events WHERE task_id = $1",
+                               old.id) == 0

@@ -76,6 +76,14 @@ async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
                 lease_seconds: float) -> Claim | None:
     """Take a pending item for this job; None if another job owns it or it is not pending."""
     async with pool.acquire() as conn, conn.transaction():
+        # the task row first, as cancel takes it before the items: the same order, no deadlock
+        was = await conn.fetchval(
+            "SELECT t.status FROM tasks t JOIN task_items i ON i.task_id = t.id"
+            " WHERE i.id = $1 FOR UPDATE OF t",
+            item_id,
+        )
+        if was not in ("pending", "running"):
+            return None
         item = await conn.fetchrow(
             "UPDATE task_items SET status = 'running', attempts = attempts + 1,"
             f" lease_owner = $4, lease_expires_at = {_LEASE},"
@@ -86,18 +94,17 @@ async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
         )
         if item is None:
             return None
-        task = await conn.fetchrow(
-            "SELECT kind, params, status, items_total FROM tasks WHERE id = $1", item["task_id"]
-        )
         task_id = str(item["task_id"])
-        out: list[Event] = []
-        started = await conn.fetchrow(
-            "UPDATE tasks SET status = 'running', started_at = now(), updated_at = now(),"
-            " last_seq = last_seq + 1 WHERE id = $1 AND status = 'pending' RETURNING last_seq",
-            task_id,
+        task = await conn.fetchrow(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1,"
+            " started_at = coalesce(started_at, now()), updated_at = now(),"
+            " last_seq = last_seq + $2 WHERE id = $1"
+            " RETURNING kind, params, items_total, last_seq",
+            task_id, 1 if was == "pending" else 0,
         )
-        if started is not None:
-            out.append(await events.insert_at(conn, task_id, item["tenant"], started["last_seq"],
+        out: list[Event] = []
+        if was == "pending":
+            out.append(await events.insert_at(conn, task_id, item["tenant"], task["last_seq"],
                                               "status", {"status": "running"}))
         event = await events.append(conn, task_id, "item", _item_data(
             item["idx"], item["name"], "running", attempt=item["attempts"]))

@@ -32,6 +32,7 @@ class Task:
     items_total: int
     items_done: int
     items_failed: int
+    attempts: int
     last_seq: int
     created_at: datetime
     started_at: datetime | None

@@ -32,6 +32,7 @@ CREATE TABLE tasks (
     items_total     integer NOT NULL DEFAULT 0,
     items_done      integer NOT NULL DEFAULT 0, -- items that ended, whatever the outcome
     items_failed    integer NOT NULL DEFAULT 0,
+    attempts        integer NOT NULL DEFAULT 0, -- item runs started, retries and crashes included
     last_seq        bigint NOT NULL DEFAULT 0,  -- the sequence number of the task's newest event
     idempotency_key text,
     request_hash    text,
