@@ -19,9 +19,10 @@ from longtask.db import create_pool
 from longtask.db.migrate import migrate
 from longtask.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from longtask.store import api_keys
-from tests.support import Web, Worker, service_env
+from tests.support import Web, Worker, service_env, wait_for
 
-TABLES = ("task_events", "task_items", "tasks", "api_keys")
+TABLES = ("task_events", "task_items", "tasks", "api_keys", "chunks", "document_pages",
+          "documents", "file_parts", "files")
 
 
 @dataclass
@@ -81,7 +82,18 @@ async def clean(request: pytest.FixtureRequest) -> None:
         return
     pool: asyncpg.Pool = request.getfixturevalue("pool")
     redis: Redis = request.getfixturevalue("redis")
-    await pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+    async def settled() -> bool:  # the last test's items finish (a canceled one cleans up)
+        return not await pool.fetchval("SELECT count(*) FROM task_items WHERE status = 'running'")
+
+    await wait_for(settled, timeout=15, what="running items of the previous test to end")
+    for attempt in range(5):
+        try:
+            await pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+            break
+        except asyncpg.DeadlockDetectedError:  # a straggling write of the previous test
+            if attempt == 4:
+                raise
     await redis.flushdb()
 
 

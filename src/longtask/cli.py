@@ -81,8 +81,9 @@ def _dev(settings: Settings, workers: int) -> int:
         print(f"longtask is up at {url}\nAPI key for tenant {DEV_TENANT!r}: {key}\n"
               f"try: curl -H 'Authorization: Bearer {key}' {url}/stats\nCtrl-C stops.",
               flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # sigwait needs them blocked
+        signal.sigwait(stop)
     return 0
 
 

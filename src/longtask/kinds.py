@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 Splitter = Callable[[Any], Iterable[Any]]
 
-BUILTIN_MODULES = ("longtask.builtin_kinds",)
+BUILTIN_MODULES = ("longtask.builtin_kinds", "longtask.jobs.ingest")
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,11 @@ def worker_key(worker_id: str) -> str:
 def item_job_id(item_id: str, attempt: int) -> str:
     """ARQ job id for one run of an item: fresh per attempt, since ARQ blocks a reused id."""
     return f"item:{item_id}:{attempt}"
+
+
+EMBED_REQUESTS = f"{PREFIX}:embed:requests"
+
+
+def embed_reply(request_id: str) -> str:
+    """Where a worker puts the vectors a web process asked for (query embeddings)."""
+    return f"{PREFIX}:embed:reply:{request_id}"

@@ -39,6 +39,23 @@ class Settings:
     db_pool_min: int = 1
     db_pool_max: int = 10
     cors_origins: tuple[str, ...] = field(default=())
+    # uploads and documents
+    max_request_bytes: int = 512 * 1024 * 1024
+    max_file_bytes: int = 100 * 1024 * 1024
+    max_files: int = 200
+    max_pages: int = 2000
+    parse_processes: int = 2
+    chunk_tokens: int = 200
+    chunk_overlap: int = 40
+    # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
+    llm_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout: float = 60.0
+    embed_url: str | None = None
+    embed_api_key: str | None = None
+    embed_model: str = "all-MiniLM-L6-v2"
+    embed_batch: int = 32
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +82,23 @@ class Settings:
             db_pool_min=reader.get("LONGTASK_DB_POOL_MIN", _non_negative_int, 1),
             db_pool_max=reader.get("LONGTASK_DB_POOL_MAX", _positive_int, 10),
             cors_origins=reader.get("LONGTASK_CORS_ORIGINS", _csv, ()),
+            max_request_bytes=reader.get("LONGTASK_MAX_REQUEST_BYTES", _positive_int,
+                                         512 * 1024 * 1024),
+            max_file_bytes=reader.get("LONGTASK_MAX_FILE_BYTES", _positive_int, 100 * 1024 * 1024),
+            max_files=reader.get("LONGTASK_MAX_FILES", _positive_int, 200),
+            max_pages=reader.get("LONGTASK_MAX_PAGES", _positive_int, 2000),
+            parse_processes=reader.get("LONGTASK_PARSE_PROCESSES", _positive_int,
+                                       max(1, min(4, os.cpu_count() or 1))),
+            chunk_tokens=reader.get("LONGTASK_CHUNK_TOKENS", _positive_int, 200),
+            chunk_overlap=reader.get("LONGTASK_CHUNK_OVERLAP", _non_negative_int, 40),
+            llm_url=reader.get("LONGTASK_LLM_URL", _url, None),
+            llm_api_key=reader.get("LONGTASK_LLM_API_KEY", str, None),
+            llm_model=reader.get("LONGTASK_LLM_MODEL", str, "gpt-4o-mini"),
+            llm_timeout=reader.get("LONGTASK_LLM_TIMEOUT", _positive_float, 60.0),
+            embed_url=reader.get("LONGTASK_EMBED_URL", _url, None),
+            embed_api_key=reader.get("LONGTASK_EMBED_API_KEY", str, None),
+            embed_model=reader.get("LONGTASK_EMBED_MODEL", str, "all-MiniLM-L6-v2"),
+            embed_batch=reader.get("LONGTASK_EMBED_BATCH", _positive_int, 32),
         )
         reader.raise_errors()
         if settings.heartbeat_seconds >= settings.lease_seconds:
@@ -72,6 +106,8 @@ class Settings:
                 "LONGTASK_HEARTBEAT_SECONDS must be shorter than LONGTASK_LEASE_SECONDS "
                 f"({settings.heartbeat_seconds} >= {settings.lease_seconds})"
             )
+        if settings.chunk_overlap >= settings.chunk_tokens:
+            raise ConfigError("LONGTASK_CHUNK_OVERLAP must be smaller than LONGTASK_CHUNK_TOKENS")
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
         return settings
@@ -128,6 +164,12 @@ def _positive_float(raw: str) -> float:
     if not value > 0:
         raise ValueError("must be a positive number")
     return value
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL, e.g. https://api.openai.com/v1")
+    return raw.rstrip("/")
 
 
 def _csv(raw: str) -> tuple[str, ...]:

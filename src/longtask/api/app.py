@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import httpx
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,12 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
-from longtask.api import ops, stream, tasks
+from longtask.api import documents, ops, stream, tasks
 from longtask.api.common import KeyCache
 from longtask.db import create_pool
+from longtask.embed_rpc import RemoteEmbedder
 from longtask.errors import ApiError
 from longtask.events import Hub
 from longtask.kinds import Registry
+from longtask.pipeline import providers
 from longtask.settings import Settings
 from longtask.store import meta
 
@@ -47,12 +50,17 @@ def create_app(settings: Settings) -> Starlette:
         arq = await queue.connect(resolved.redis_url)
         hub = Hub(arq)
         await hub.start()
+        http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        query_embedder = (providers.embedder(resolved, http) if resolved.embed_url
+                          else RemoteEmbedder(arq, resolved.embed_model))
         try:
             yield {
                 "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
                 "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
+                "query_embedder": query_embedder,
             }
         finally:
+            await http.aclose()
             await hub.stop()
             await arq.aclose()
             await pool.close()
@@ -65,7 +73,7 @@ def create_app(settings: Settings) -> Starlette:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         ))
     return Starlette(
-        routes=[*tasks.routes, *stream.routes, *ops.routes],
+        routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

@@ -64,10 +64,10 @@ async def index(request: Request) -> Response:
         raise InvalidInput(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
     kind = request.query_params.get("kind") or None
     limit = int_query(request, "limit", 50, 1, 200)
-    before = _decode_cursor(request.query_params.get("cursor"))
+    before = decode_cursor(request.query_params.get("cursor"))
     page = await task_store.list_page(request.state.pool, tenant, status=status, kind=kind,
                                       limit=limit, before=before)
-    next_cursor = _encode_cursor(page[-1]) if len(page) == limit else None
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(page) == limit else None
     return JSONResponse({"tasks": [task_body(t) for t in page], "next_cursor": next_cursor})
 
 
@@ -109,12 +109,13 @@ def task_body(task: Task) -> dict[str, Any]:
     return body
 
 
-def _encode_cursor(task: Task) -> str:
-    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
+def encode_cursor(created_at: datetime, ident: str) -> str:
+    """A keyset position: the (created_at, id) of the last row of a page."""
+    raw = f"{created_at.isoformat()}|{ident}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(raw: str | None) -> tuple[datetime, str] | None:
+def decode_cursor(raw: str | None) -> tuple[datetime, str] | None:
     if not raw:
         return None
     try:

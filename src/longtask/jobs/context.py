@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -20,6 +23,8 @@ from longtask.store.items import Claim
 
 log = logging.getLogger(__name__)
 
+R = TypeVar("R")
+
 
 @dataclass
 class Services:
@@ -30,6 +35,26 @@ class Services:
     redis: ArqRedis  # also a plain redis.asyncio client
     http: httpx.AsyncClient
     worker_id: str
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def resource(self, name: str, make: Callable[[], R]) -> R:
+        """A per-process object kinds share (a parser pool, a model), made on first use and
+        closed when the worker stops."""
+        if name not in self.resources:
+            self.resources[name] = make()
+        return self.resources[name]  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        for obj in self.resources.values():
+            close = getattr(obj, "aclose", None) or getattr(obj, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    result = close()
+                    if inspect.isawaitable(result):
+                        await result
+        self.resources.clear()
+        await self.http.aclose()
+        await self.pool.close()
 
 
 class JobContext:
@@ -100,6 +125,10 @@ class JobContext:
     @property
     def settings(self) -> Settings:
         return self._services.settings
+
+    def resource(self, name: str, make: Callable[[], R]) -> R:
+        """See `Services.resource`."""
+        return self._services.resource(name, make)
 
     # reporting
     async def progress(self, percent: float, message: str | None = None, *,

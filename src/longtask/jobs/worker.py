@@ -17,13 +17,16 @@ from arq import cron
 from arq.worker import func
 from redis.exceptions import RedisError
 
-from longtask import embedded, queue, redis_keys
+from longtask import embed_rpc, embedded, queue, redis_keys
 from longtask.db import create_pool
 from longtask.jobs.context import Services
 from longtask.jobs.runner import Running, run_item
 from longtask.kinds import Registry
+from longtask.pipeline import providers
+from longtask.pipeline.embed import LocalEmbedder
 from longtask.settings import Settings
 from longtask.store import items as item_store
+from longtask.store import files as file_store
 from longtask.store import tasks as task_store
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,12 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ctx["services"] = services
         background.append(asyncio.create_task(_listen_for_cancels(services, running)))
         background.append(asyncio.create_task(_announce(services, running)))
+        if not settings.embed_url:  # the offline model: serve query embeddings, load it now
+            embedder = services.resource("embedder",
+                                         lambda: providers.embedder(settings, services.http))
+            background.append(asyncio.create_task(embed_rpc.serve(services.redis, embedder)))
+            if isinstance(embedder, LocalEmbedder):
+                background.append(asyncio.create_task(_warm(embedder)))
         log.info("worker %s ready; kinds: %s", services.worker_id, ", ".join(registry.names()))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -63,8 +72,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         if services is not None:
             with contextlib.suppress(RedisError, OSError):
                 await services.redis.delete(redis_keys.worker_key(services.worker_id))
-            await services.http.aclose()
-            await services.pool.close()
+            await services.close()
 
     async def run_item_job(ctx: dict[str, Any], item_id: str) -> str:
         return await run_item(ctx["services"], registry, running, item_id, ctx["job_id"])
@@ -76,8 +84,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         return await queue.enqueue(ctx["redis"], settings.queue_name, pending)
 
     async def purge(ctx: dict[str, Any]) -> int:
-        """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago."""
-        return await task_store.purge_finished(ctx["services"].pool, settings.retention_days)
+        """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, and
+        uploads that no document refers to."""
+        pool = ctx["services"].pool
+        return (await task_store.purge_finished(pool, settings.retention_days)
+                + await file_store.purge_orphans(pool))
 
     return {
         "functions": [func(run_item_job, name=queue.RUN_ITEM)],
@@ -118,6 +129,13 @@ async def _listen_for_cancels(services: Services, running: Running) -> None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
         await asyncio.sleep(1.0)
+
+
+async def _warm(embedder: LocalEmbedder) -> None:
+    try:
+        await embedder.warm()
+    except Exception as exc:  # ingest reports it as a typed error when it needs the model
+        log.warning("could not load the embedding model: %s", exc)
 
 
 async def _announce(services: Services, running: Running) -> None:

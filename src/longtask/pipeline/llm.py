@@ -1,0 +1,132 @@
+"""Summaries: any OpenAI-compatible chat endpoint (streamed), or an offline extractive one.
+
+The offline summariser says what it is (`"method": "extractive"`): it picks the document's most
+representative sentences and never pretends to be an LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from longtask.errors import TransientError
+from longtask.pipeline.http import check, transport_error, with_retries
+
+OnDelta = Callable[[str], Awaitable[None]]
+SUMMARY_INPUT_CHARS = 12_000  # what the summary prompt sees of a long document
+
+_SYSTEM = ("You summarise documents for a search index. Write 3 to 5 plain sentences that say "
+           "what the document is about and its key points. No preamble.")
+
+
+@dataclass(frozen=True)
+class Summary:
+    method: str  # "llm" or "extractive"
+    text: str
+    model: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "text": self.text, "model": self.model}
+
+
+class Summariser(Protocol):
+    async def summarise(self, text: str, on_delta: OnDelta | None = None) -> Summary: ...
+
+
+class ChatSummariser:
+    """Streams a summary from `{base_url}/chat/completions`."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str | None, model: str,
+                 timeout: float = 60.0) -> None:
+        self._http = http
+        self._url = f"{base_url}/chat/completions"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.model = model
+        self._timeout = timeout
+
+    async def summarise(self, text: str, on_delta: OnDelta | None = None) -> Summary:
+        body = {"model": self.model, "stream": True, "temperature": 0.2, "messages": [
+            {"role": "system", "content": _SYSTEM},
+            {"role": "user", "content": text[:SUMMARY_INPUT_CHARS]},
+        ]}
+        content = await with_retries(lambda: self._stream(body, on_delta))
+        return Summary("llm", content.strip(), self.model)
+
+    async def _stream(self, body: dict[str, Any], on_delta: OnDelta | None) -> str:
+        pieces: list[str] = []
+        finished = False
+        try:
+            async with aconnect_sse(self._http, "POST", self._url, json=body, headers=self._headers,
+                                    timeout=self._timeout) as source:
+                if source.response.status_code >= 400:
+                    await source.response.aread()
+                check(source.response, "llm")
+                async for event in source.aiter_sse():
+                    if event.data.strip() == "[DONE]":
+                        finished = True
+                        break
+                    delta = _delta(event.data)
+                    if delta:
+                        pieces.append(delta)
+                        if on_delta is not None:
+                            await on_delta(delta)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, "llm") from exc
+        except SSEError as exc:
+            raise TransientError(f"llm answered without an event stream: {exc}",
+                                 code="llm_unavailable") from exc
+        if not finished:
+            raise TransientError("the llm stream ended before [DONE]", code="llm_unavailable")
+        return "".join(pieces)
+
+
+class ExtractiveSummariser:
+    """Offline: the few sentences that share the most words with the whole document."""
+
+    def __init__(self, sentences: int = 3) -> None:
+        self._sentences = sentences
+
+    async def summarise(self, text: str, on_delta: OnDelta | None = None) -> Summary:
+        summary = extractive_summary(text, self._sentences)
+        if on_delta is not None and summary:
+            await on_delta(summary)
+        return Summary("extractive", summary)
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_WORD = re.compile(r"[a-zA-Z][a-zA-Z'-]{2,}")
+_STOP = frozenset(
+    "the and for are but not you all any can had her was one our out has him his how its may "
+    "new now old see two who did get let put say she too use that with have this will your from "
+    "they been more when were what which their there than then them these those into also some "
+    "such only over other each most very would could should about after before where while".split()
+)
+
+
+def extractive_summary(text: str, count: int = 3) -> str:
+    sentences = [s.strip() for s in _SENTENCE.split(" ".join(text.split())) if 30 <= len(s) <= 600]
+    if not sentences:
+        return " ".join(text.split())[:500]
+    freq = Counter(w for w in _WORD.findall(text.lower()) if w not in _STOP)
+
+    def score(sentence: str) -> float:
+        words = [w for w in _WORD.findall(sentence.lower()) if w not in _STOP]
+        return sum(freq[w] for w in words) / (len(words) + 5) if words else 0.0
+
+    best = sorted(range(len(sentences)), key=lambda i: score(sentences[i]), reverse=True)[:count]
+    return " ".join(sentences[i] for i in sorted(best))
+
+
+def _delta(data: str) -> str:
+    try:
+        chunk = json.loads(data)
+        return str(chunk["choices"][0]["delta"].get("content") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""

@@ -1,0 +1,209 @@
+"""documents, their pages and chunks; vector search."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from longtask.errors import NotFound
+
+_MAX_DIM = 16000
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    filename: str
+    sha256: str
+    size: int
+    metadata: dict[str, Any]
+    status: str
+    error: dict[str, Any] | None
+    title: str | None
+    pages: int | None
+    chunk_count: int
+    summary: dict[str, Any] | None
+    embedding_model: str | None
+    embedding_dim: int | None
+    generation: str | None
+    task_id: str | None
+    created_at: datetime
+    indexed_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "generation"}
+        for key in ("created_at", "indexed_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    idx: int
+    page_start: int
+    page_end: int
+    text: str
+    tokens: int
+    embedding: list[float]
+
+
+_COLUMNS = ", ".join(f.name for f in fields(Document))
+
+
+async def upsert(pool: asyncpg.Pool, tenant: str, *, sha256: str, file_id: str, filename: str,
+                 size: int, metadata: dict[str, Any]) -> str:
+    """The document for these bytes: made now, or the one made by an earlier upload."""
+    return str(await pool.fetchval(
+        "INSERT INTO documents (tenant, sha256, file_id, filename, size, metadata)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, sha256) DO UPDATE"
+        " SET file_id = EXCLUDED.file_id, metadata = documents.metadata || EXCLUDED.metadata,"
+        " updated_at = now() RETURNING id",
+        tenant, sha256, file_id, filename, size, metadata,
+    ))
+
+
+async def get(pool: asyncpg.Pool, tenant: str, document_id: str) -> Document:
+    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM documents WHERE id = $1 AND tenant = $2",
+                              document_id, tenant)
+    if row is None:
+        raise NotFound(f"no document {document_id}")
+    return _document(row)
+
+
+async def list_page(pool: asyncpg.Pool, tenant: str, limit: int,
+                    before: tuple[datetime, str] | None) -> list[Document]:
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM documents WHERE tenant = $1"
+        " AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))"
+        " ORDER BY created_at DESC, id DESC LIMIT $4",
+        tenant, before[0] if before else None, before[1] if before else None, limit,
+    )
+    return [_document(r) for r in rows]
+
+
+async def delete(pool: asyncpg.Pool, tenant: str, document_id: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        file_id = await conn.fetchval(
+            "DELETE FROM documents WHERE id = $1 AND tenant = $2 RETURNING coalesce(file_id::text, '')",
+            document_id, tenant)
+        if file_id is None:
+            raise NotFound(f"no document {document_id}")
+        if file_id:
+            await conn.execute("DELETE FROM files WHERE id = $1 AND NOT EXISTS"
+                               " (SELECT 1 FROM documents WHERE file_id = $1)", file_id)
+
+
+async def save_pages(pool: asyncpg.Pool, document_id: str, first: int, texts: list[str]) -> None:
+    """Store page texts from page `first` on; storing them again replaces them."""
+    await pool.execute(
+        "INSERT INTO document_pages (document_id, page, text)"
+        " SELECT $1, $2 + n - 1, t FROM unnest($3::text[]) WITH ORDINALITY AS u(t, n)"
+        " ON CONFLICT (document_id, page) DO UPDATE SET text = EXCLUDED.text",
+        document_id, first, [t.replace("\x00", "") for t in texts],
+    )
+
+
+async def pages(pool: asyncpg.Pool, tenant: str, document_id: str, first: int = 1,
+                last: int | None = None) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT p.text FROM document_pages p JOIN documents d ON d.id = p.document_id"
+        " WHERE p.document_id = $1 AND d.tenant = $2 AND p.page >= $3"
+        " AND ($4::int IS NULL OR p.page <= $4) ORDER BY p.page",
+        document_id, tenant, first, last,
+    )
+    return [r["text"] for r in rows]
+
+
+async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generation: str,
+                      model: str, rows: list[ChunkRow]) -> None:
+    """Store a batch of a generation's chunks; a batch stored twice is stored once."""
+    await pool.executemany(
+        "INSERT INTO chunks (document_id, tenant, generation, idx, page_start, page_end, text,"
+        " tokens, model, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::vector)"
+        " ON CONFLICT (document_id, generation, idx) DO NOTHING",
+        [(document_id, tenant, generation, r.idx, r.page_start, r.page_end,
+          r.text.replace("\x00", ""), r.tokens, model, _vector(r.embedding)) for r in rows],
+    )
+
+
+async def chunks_stored(pool: asyncpg.Pool, document_id: str, generation: str) -> int:
+    return int(await pool.fetchval(
+        "SELECT count(*) FROM chunks WHERE document_id = $1 AND generation = $2",
+        document_id, generation))
+
+
+async def publish(pool: asyncpg.Pool, document_id: str, generation: str, *, title: str,
+                  pages: int, summary: dict[str, Any], model: str, dim: int,
+                  task_id: str) -> int:
+    """Make a generation the one search sees and drop the others, in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        count = await conn.fetchval(
+            "SELECT count(*) FROM chunks WHERE document_id = $1 AND generation = $2",
+            document_id, generation)
+        await conn.execute(
+            "UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,"
+            " pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7, chunk_count = $8,"
+            " task_id = $9, indexed_at = now(), updated_at = now() WHERE id = $1",
+            document_id, generation, title, pages, summary, model, dim, count, task_id)
+        await conn.execute("DELETE FROM chunks WHERE document_id = $1 AND generation <> $2",
+                           document_id, generation)
+    return int(count)
+
+
+async def fail(pool: asyncpg.Pool, document_id: str, error: dict[str, Any], task_id: str) -> None:
+    """Record why indexing failed; a document indexed before stays searchable as it was."""
+    await pool.execute(
+        "UPDATE documents SET error = $2, task_id = $3, updated_at = now(),"
+        " status = CASE WHEN generation IS NULL THEN 'failed' ELSE status END WHERE id = $1",
+        document_id, error, task_id)
+
+
+async def drop_generation(pool: asyncpg.Pool, document_id: str, generation: str) -> None:
+    """Remove an unfinished generation's chunks (a canceled or failed run)."""
+    await pool.execute(
+        "DELETE FROM chunks c USING documents d WHERE c.document_id = $1 AND c.generation = $2"
+        " AND d.id = c.document_id AND d.generation IS DISTINCT FROM $2", document_id, generation)
+
+
+async def ensure_vector_index(pool: asyncpg.Pool, model: str, dim: int) -> None:
+    """An HNSW index for one embedding model (the migration made the local model's)."""
+    if not 0 < dim <= _MAX_DIM:
+        raise ValueError(f"embedding dimension {dim} is out of range")
+    name = "chunks_hnsw_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{model}:{dim}").hex[:12]
+    await pool.execute(
+        f"CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
+        f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = $$" + model.replace("$", "")
+        + "$$")
+
+
+async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: str, k: int,
+                 document_id: str | None = None) -> list[dict[str, Any]]:
+    """The k chunks nearest `vector` (cosine), from the generation each document shows."""
+    dim = len(vector)
+    if not 0 < dim <= _MAX_DIM:
+        raise ValueError(f"embedding dimension {dim} is out of range")
+    rows = await pool.fetch(
+        f"SELECT c.document_id, d.filename, d.title, c.idx, c.page_start, c.page_end, c.text,"
+        f" 1 - (c.embedding::vector({dim}) <=> $1::vector({dim})) AS score"
+        f" FROM chunks c JOIN documents d ON d.id = c.document_id AND d.generation = c.generation"
+        f" WHERE c.tenant = $2 AND c.model = $3 AND ($4::uuid IS NULL OR c.document_id = $4)"
+        f" ORDER BY c.embedding::vector({dim}) <=> $1::vector({dim}) LIMIT $5",
+        _vector(vector), tenant, model, document_id, k,
+    )
+    return [{**dict(r), "document_id": str(r["document_id"]), "score": round(r["score"], 4)}
+            for r in rows]
+
+
+def _vector(values: list[float]) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def _document(row: asyncpg.Record) -> Document:
+    values = {f.name: row[f.name] for f in fields(Document)}
+    for key in ("id", "generation", "task_id"):
+        values[key] = str(values[key]) if values[key] is not None else None
+    return Document(**values)
