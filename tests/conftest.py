@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -62,7 +63,7 @@ async def migrated(services: Services) -> str:
 
 
 @pytest.fixture(scope="session")
-async def pool(migrated: str) -> AsyncIterator[asyncpg.Pool]:
+async def _pool(migrated: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(migrated, min_size=1, max_size=5)
     yield pool
     await pool.close()
@@ -75,26 +76,29 @@ async def redis(services: Services) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture(autouse=True)
-async def clean(request: pytest.FixtureRequest) -> None:
-    """Clean tables and Redis before each test that uses the services."""
-    if "pool" not in request.fixturenames and "web" not in request.fixturenames:
-        return
-    pool: asyncpg.Pool = request.getfixturevalue("pool")
-    redis: Redis = request.getfixturevalue("redis")
+@pytest.fixture
+async def clean(_pool: asyncpg.Pool, redis: Redis) -> None:
+    """Clean tables and a clean Redis database for the test."""
 
     async def settled() -> bool:  # the last test's items finish (a canceled one cleans up)
-        return not await pool.fetchval("SELECT count(*) FROM task_items WHERE status = 'running'")
+        return not await _pool.fetchval(
+            "SELECT count(*) FROM task_items WHERE status = 'running'")
 
     await wait_for(settled, timeout=15, what="running items of the previous test to end")
     for attempt in range(5):
         try:
-            await pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+            await _pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
             break
         except asyncpg.DeadlockDetectedError:  # a straggling write of the previous test
             if attempt == 4:
                 raise
     await redis.flushdb()
+
+
+@pytest.fixture
+async def pool(_pool: asyncpg.Pool, clean: None) -> asyncpg.Pool:
+    """The test database, cleaned for this test."""
+    return _pool
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +156,38 @@ class _tenant:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
+
+
+@dataclass
+class Stack:
+    web: Web
+    worker: Worker | None
+    client: httpx.AsyncClient
+    key: str
+
+
+@pytest.fixture
+async def make_stack(services: Services, migrated: str, pool: asyncpg.Pool, redis: Redis,
+                     clean: None) -> AsyncIterator[Any]:
+    """A private web (+ worker) on a queue of its own, with settings of its own."""
+    started: list[Stack] = []
+
+    async def make(worker: bool = True, **env: str) -> Stack:
+        name = f"stack{len(started)}"
+        full = {**services.env, "LONGTASK_QUEUE": f"longtask:{name}", **env}
+        web = await Web(f"{name}-web", full, services.root / "logs").start().ready()
+        proc = Worker(f"{name}-worker", full, services.root / "logs").start() if worker else None
+        if proc is not None:
+            await proc.ready(redis)
+        key = await api_keys.create(pool, "tenant-a", name)
+        client = httpx.AsyncClient(base_url=web.url, timeout=60,
+                                   headers={"Authorization": f"Bearer {key}"})
+        started.append(Stack(web, proc, client, key))
+        return started[-1]
+
+    yield make
+    for stack in started:
+        await stack.client.aclose()
+        stack.web.terminate()
+        if stack.worker is not None:
+            stack.worker.terminate()

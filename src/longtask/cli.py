@@ -3,7 +3,7 @@
     longtask migrate                       apply the SQL migrations (the Procfile's release)
     longtask keys create --tenant NAME     make an API key (printed once, stored hashed)
     longtask dev                           embedded services + migrations + web + worker
-    longtask demo                          `dev`, then submit a task and follow it live
+    longtask demo                          `dev`, then ingest the samples live and search them
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--name", default="")
     dev = sub.add_parser("dev", help="run everything locally on embedded defaults")
     dev.add_argument("--workers", type=int, default=1)
-    demo = sub.add_parser("demo", help="run everything locally and follow a demo task")
-    demo.add_argument("--steps", type=int, default=10)
+    demo = sub.add_parser("demo", help="run everything locally: ingest the samples, search them")
+    demo.add_argument("--query", default="how long should the levain rise before mixing?")
     args = parser.parse_args(argv)
     try:
         settings = embedded.resolve(Settings.from_env())
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "dev":
             return _dev(settings, args.workers)
         elif args.command == "demo":
-            return _demo(settings, args.steps)
+            return _demo(settings, args.query)
     except ConfigError as exc:
         print(f"longtask: {exc}", file=sys.stderr)
         return 2
@@ -87,33 +87,53 @@ def _dev(settings: Settings, workers: int) -> int:
     return 0
 
 
-def _demo(settings: Settings, steps: int) -> int:
-    with _running(settings, 1) as (url, key):
+def _demo(settings: Settings, query: str) -> int:
+    """Ingest the samples, follow the task live, then search them."""
+    samples = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*.pdf"))
+    with _running(settings, 1, quiet=True) as (url, key):
         headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            task = client.post("/tasks", json={"kind": "demo",
-                                               "params": {"steps": steps, "delay": 0.2}}).json()
-            print(f"submitted task {task['id']} ({task['status']})")
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            files = [("files", (p.name, p.read_bytes(), "application/pdf")) for p in samples]
+            task = client.post("/documents", files=files, data={"reindex": "true"}).json()
+            print(f"uploaded {len(files)} PDFs: task {task['id']} ({task['status']})")
             with client.stream("GET", f"/tasks/{task['id']}/events", timeout=None) as response:
                 for line in response.iter_lines():
                     if line.startswith("data:"):
-                        data = json.loads(line[5:])
-                        print(f"  {data.get('task_percent', ''):>6} {json.dumps(data)}")
+                        _show(json.loads(line[5:]))
             final = client.get(f"/tasks/{task['id']}").json()
-            print(f"task {final['id']} {final['status']}: {json.dumps(final['result'])}")
+            print(f"task {final['status']}: {final['result']['completed']} indexed, "
+                  f"{final['result']['failed']} failed")
+            found = client.get("/search", params={"q": query, "k": 3}).json()
+            print(f"\nsearch {query!r}:")
+            for hit in found["results"]:
+                print(f"  {hit['score']:.3f}  {hit['filename']} p.{hit['page_start']}: "
+                      f"{hit['text'][:90]}...")
             return 0 if final["status"] == "completed" else 1
 
 
+def _show(data: dict[str, object]) -> None:
+    if "stage" in data:
+        counts = "".join(f" {k}={data[k]}" for k in ("pages", "pages_total", "chunks",
+                                                     "chunks_total") if k in data)
+        print(f"  {data['task_percent']:>5}%  {data['name']:<22} {data['stage']:<10}{counts}")
+    elif "status" in data and "name" in data:
+        print(f"          {data['name']:<22} {data['status']} {data.get('error') or ''}")
+
+
 @contextlib.contextmanager
-def _running(settings: Settings, workers: int) -> Iterator[tuple[str, str]]:
+def _running(settings: Settings, workers: int,
+             quiet: bool = False) -> Iterator[tuple[str, str]]:
     """Embedded services, migrations, a dev key, and web + worker processes until exit."""
     asyncio.run(migrate(_db(settings)))
     key = asyncio.run(_create_key(settings, DEV_TENANT, "dev"))
     env = {**os.environ, "DATABASE_URL": _db(settings), "REDIS_URL": settings.redis_url or ""}
+    if quiet:
+        env["LOG_LEVEL"] = "WARNING"
     url = f"http://127.0.0.1:{settings.port}"
     root = Path(__file__).resolve().parents[2]
     procs = [subprocess.Popen([sys.executable, "-m", "uvicorn", "server:app", "--host",
-                               "127.0.0.1", "--port", str(settings.port)], env=env, cwd=root)]
+                               "127.0.0.1", "--port", str(settings.port), "--log-level",
+                               "warning" if quiet else "info"], env=env, cwd=root)]
     procs += [subprocess.Popen([sys.executable, "-m", "arq", "worker.WorkerSettings"], env=env,
                                cwd=root) for _ in range(workers)]
     try:

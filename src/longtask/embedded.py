@@ -44,8 +44,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL 16 + pgvector cluster in `data_dir`: on a unix socket there, or on `port`."""
+class _Service:
+    """A server process of ours in `data_dir`: on a unix socket there, or on `port`."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir.resolve()
@@ -54,14 +54,29 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        if self.port is None:
-            return f"postgresql://postgres@/postgres?host={self.data_dir}"
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        raise NotImplementedError
+
+    def start(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def running_pid(self) -> int | None:
+        raise NotImplementedError
 
     def ensure_running(self, timeout: float = 30.0) -> str:
+        """Start it unless it runs already (another process of this checkout started it)."""
         if self.running_pid() is None:
             self.start(timeout)
         return self.url
+
+
+class EmbeddedPostgres(_Service):
+    """A PostgreSQL 16 + pgvector cluster (pgserver's binaries)."""
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            return f"postgresql://postgres@/postgres?host={self.data_dir}"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout: float = 30.0) -> None:
         self._initdb()
@@ -90,7 +105,14 @@ class EmbeddedPostgres:
             pid = int(pidfile.read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        if not _alive(pid):
+            return None
+        if self.port is None and not (self.data_dir / ".s.PGSQL.5432").exists():
+            # running, but its socket was deleted under it: unusable, so restart it
+            os.kill(pid, signal.SIGINT)
+            _wait_gone(pid, 30.0)
+            return None
+        return pid
 
     def stop(self, timeout: float = 30.0) -> None:
         """A fast shutdown: open connections are ended, the data is kept."""
@@ -162,24 +184,14 @@ class EmbeddedPostgres:
         raise ConfigError(f"embedded PostgreSQL did not start; see {self.data_dir / 'server.log'}")
 
 
-class EmbeddedRedis:
-    """A private redis-server in `data_dir`: on a unix socket there, or on `port`."""
-
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir.resolve()
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
+class EmbeddedRedis(_Service):
+    """A private redis-server that keeps nothing on disk."""
 
     @property
     def url(self) -> str:
         if self.port is None:
             return f"unix://{self.data_dir / 'redis.sock'}"
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def ensure_running(self, timeout: float = 10.0) -> str:
-        if self.running_pid() is None:
-            self.start(timeout)
-        return self.url
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("redis-server")

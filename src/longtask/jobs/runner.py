@@ -79,22 +79,16 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     try:
         result = await asyncio.shield(work)
     except asyncio.CancelledError:
-        if not work.cancelled() and not work.done():
+        if not work.done():
             # this job was cancelled from outside (shutdown, ARQ abort, hard timeout): stop the
             # function too; the lease expires and the item runs again elsewhere
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
             raise
-        if ctx.cancel_reason == "lease_lost":
-            return "abandoned: lease lost"
-        await _canceled(kind, ctx)
-        return "canceled"
+        return await _stopped(kind, ctx)  # our own stop(): a cancel or a lost lease
     except JobCanceled:
-        if ctx.cancel_reason == "lease_lost":
-            return "abandoned: lease lost"
-        await _canceled(kind, ctx)
-        return "canceled"
+        return await _stopped(kind, ctx)
     except TransientError as exc:
         return await _transient(ctx, exc)
     except JobError as exc:
@@ -142,13 +136,16 @@ async def _heartbeat(ctx: JobContext, work: asyncio.Task[Any], services: Service
             stop(ctx, work, "canceled")
 
 
-async def _canceled(kind: Kind, ctx: JobContext) -> None:
+async def _stopped(kind: Kind, ctx: JobContext) -> str:
+    if ctx.cancel_reason == "lease_lost":
+        return "abandoned: lease lost"  # another worker owns the item: write nothing
     if kind.on_cancel is not None:
         try:
             await kind.on_cancel(ctx, ctx.payload)
         except Exception:
             ctx.log.exception("on_cancel of item %s failed", ctx.item_id)
     await _finish(ctx, "canceled", error={"code": "canceled", "message": "the task was canceled"})
+    return "canceled"
 
 
 async def _transient(ctx: JobContext, exc: TransientError) -> str:

@@ -28,7 +28,7 @@ class _Wait:
     """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
 
     def __init__(self, initial: float, cap: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial, max=cap)
+        self._backoff = wait_exponential_jitter(multiplier=initial, max=cap)
 
     def __call__(self, state: RetryCallState) -> float:
         delay = self._backoff(state)

@@ -1,0 +1,1 @@
+"""Test fixtures the project makes itself: PDFs, and an OpenAI-compatible server."""
