@@ -67,4 +67,8 @@ async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) ->
 
 
 async def depth(arq: ArqRedis, queue_name: str) -> int:
-    return int(await arq.zcard(queue_name))
+    """Item jobs queued (deferred retries included); ARQ's own cron jobs are not counted."""
+    crons = 0
+    async for _ in arq.zscan_iter(queue_name, match="cron:*", count=1000):
+        crons += 1
+    return int(await arq.zcard(queue_name)) - crons

@@ -143,6 +143,8 @@ async def test_documents_show_and_delete(tenant_a: Tenant, tenant_b: Tenant,
     assert sample.phrase in " ".join(doc["page_texts"][sample.phrase_page - 1].split())
     assert doc["summary"]["method"] == "extractive" and doc["summary"]["text"]
     assert doc["embedding_model"] == "all-MiniLM-L6-v2" and doc["embedding_dim"] == 384
+    assert [c["idx"] for c in doc["chunks"]] == list(range(doc["chunk_count"]))
+    assert doc["chunks"][-1]["page_end"] == doc["pages"]
     assert (await tenant_b.client.get(f"/documents/{doc_id}")).status_code == 404
     assert (await tenant_b.client.delete(f"/documents/{doc_id}")).status_code == 404
     theirs = (await tenant_b.client.get("/search", params={"q": sample.phrase})).json()
@@ -221,3 +223,30 @@ async def test_with_an_llm_and_an_embeddings_endpoint(make_stack: Any,
         assert await pool.fetchval(
             "SELECT count(*) FROM pg_indexes WHERE tablename = 'chunks'"
             " AND indexdef LIKE '%fake-embed%'") == 1
+
+
+async def test_a_retry_in_the_middle_of_embedding_resumes_without_duplicates(
+        make_stack: Any, pool: asyncpg.Pool) -> None:
+    with FakeOpenAI() as fake:
+        stack = await make_stack(LONGTASK_EMBED_URL=fake.base_url, LONGTASK_EMBED_MODEL="fake",
+                                 LONGTASK_EMBED_BATCH="2", LONGTASK_CHUNK_TOKENS="60",
+                                 LONGTASK_CHUNK_OVERLAP="10")
+        # the first batch goes through; the second fails for longer than the in-call retries
+        fake.fail_next("500", count=4, after=1)
+        submitted = await ingest(stack.client, sample_files()[:1])
+        task = await wait_status(stack.client, submitted["id"], {"completed", "failed"},
+                                 timeout=120)
+        assert task["status"] == "completed"
+        item = task["items"][0]
+        assert item["attempts"] == 2  # the item itself was retried
+        chunks = item["result"]["chunks"]
+        assert chunks > 4  # three batches of 2 at least
+        rows = await pool.fetch("SELECT idx, generation FROM chunks ORDER BY idx")
+        assert [r["idx"] for r in rows] == list(range(chunks))  # each chunk once
+        assert len({r["generation"] for r in rows}) == 1
+        batches = -(-chunks // 2)
+        # batch 1 was not embedded again after the retry: only the failures were extra calls
+        assert fake.calls("/v1/embeddings") == batches + 4
+        embed = await sse_events(stack.client, submitted["id"])
+        retried = [d for _, e, d in embed if e == "item" and d["status"] == "retrying"]
+        assert len(retried) == 1 and retried[0]["error"]["code"] == "embeddings_unavailable"

@@ -86,6 +86,7 @@ async def show(request: Request) -> Response:
     doc = await doc_store.get(pool, tenant, _document_id(request))
     body = doc.as_dict()
     body["page_texts"] = await doc_store.pages(pool, tenant, doc.id)
+    body["chunks"] = await doc_store.chunks(pool, tenant, doc.id)
     return JSONResponse(body)
 
 

@@ -118,6 +118,15 @@ async def pages(pool: asyncpg.Pool, tenant: str, document_id: str, first: int = 
     return [r["text"] for r in rows]
 
 
+async def chunks(pool: asyncpg.Pool, tenant: str, document_id: str) -> list[dict[str, Any]]:
+    """The chunks search sees for a document (its current generation), in order."""
+    rows = await pool.fetch(
+        "SELECT c.idx, c.page_start, c.page_end, c.tokens, c.text FROM chunks c"
+        " JOIN documents d ON d.id = c.document_id AND d.generation = c.generation"
+        " WHERE c.document_id = $1 AND d.tenant = $2 ORDER BY c.idx", document_id, tenant)
+    return [dict(r) for r in rows]
+
+
 async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generation: str,
                       model: str, rows: list[ChunkRow]) -> None:
     """Store a batch of a generation's chunks; a batch stored twice is stored once."""

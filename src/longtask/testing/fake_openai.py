@@ -62,7 +62,7 @@ class FakeOpenAI:
     max_concurrency: int = 0
 
     def __post_init__(self) -> None:
-        self._faults: deque[tuple[str, float | None]] = deque()
+        self._faults: deque[tuple[str, float | None] | None] = deque()
         self._window: deque[float] = deque()
         self._active = 0
         self._lock = threading.Lock()
@@ -74,11 +74,13 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # knobs and counters
-    def fail_next(self, kind: str, count: int = 1, retry_after: float | None = None) -> None:
+    def fail_next(self, kind: str, count: int = 1, retry_after: float | None = None,
+                  after: int = 0) -> None:
+        """Answer `count` requests with a fault, once `after` requests have gone through."""
         if kind not in FAULTS:
             raise ValueError(f"kind must be one of {FAULTS}")
         with self._lock:
-            self._faults.extend([(kind, retry_after)] * count)
+            self._faults.extend([None] * after + [(kind, retry_after)] * count)
 
     def calls(self, path: str) -> int:
         return sum(1 for r in self.requests if r.path == path)
