@@ -161,9 +161,10 @@ class _tenant:
 @dataclass
 class Stack:
     web: Web
-    worker: Worker | None
+    workers: list[Worker]
     client: httpx.AsyncClient
     key: str
+    env: dict[str, str]
 
 
 @pytest.fixture
@@ -172,22 +173,23 @@ async def make_stack(services: Services, migrated: str, pool: asyncpg.Pool, redi
     """A private web (+ worker) on a queue of its own, with settings of its own."""
     started: list[Stack] = []
 
-    async def make(worker: bool = True, **env: str) -> Stack:
+    async def make(workers: int = 1, **env: str) -> Stack:
         name = f"stack{len(started)}"
         full = {**services.env, "LONGTASK_QUEUE": f"longtask:{name}", **env}
         web = await Web(f"{name}-web", full, services.root / "logs").start().ready()
-        proc = Worker(f"{name}-worker", full, services.root / "logs").start() if worker else None
-        if proc is not None:
+        procs = [Worker(f"{name}-worker{i}", full, services.root / "logs").start()
+                 for i in range(workers)]
+        for proc in procs:
             await proc.ready(redis)
         key = await api_keys.create(pool, "tenant-a", name)
         client = httpx.AsyncClient(base_url=web.url, timeout=60,
                                    headers={"Authorization": f"Bearer {key}"})
-        started.append(Stack(web, proc, client, key))
+        started.append(Stack(web, procs, client, key, full))
         return started[-1]
 
     yield make
     for stack in started:
         await stack.client.aclose()
         stack.web.terminate()
-        if stack.worker is not None:
-            stack.worker.terminate()
+        for proc in stack.workers:
+            proc.terminate()

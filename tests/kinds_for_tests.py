@@ -55,3 +55,10 @@ async def resume(ctx: longtask.JobContext, params: Any) -> dict[str, Any]:
             raise TransientError("lost the connection at step 3")
         await ctx.save_checkpoint(step=step)
     return {"resumed_from": start}
+
+
+@longtask.kind("test.sleepy", timeout=0.5)
+async def sleepy(ctx: longtask.JobContext, params: Any) -> None:
+    """Outlives its soft timeout."""
+    await ctx.progress(10, "dozing")
+    await ctx.sleep(30)

@@ -135,6 +135,7 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         "LONGTASK_KINDS": "tests.kinds_for_tests",
         "LONGTASK_HEARTBEAT_SECONDS": "0.5",
         "LONGTASK_LEASE_SECONDS": "5",
+        "LONGTASK_REAPER_SECONDS": "1",
         "LONGTASK_RETRY_DELAYS": "0.2,0.4",
         "LONGTASK_WORKER_CONCURRENCY": "8",
         "LONGTASK_SSE_PING_SECONDS": "2",

@@ -12,7 +12,9 @@ from urllib.parse import parse_qs, urlparse
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, RedisError, TimeoutError
 
 from longtask.store.items import PendingJob
 
@@ -21,12 +23,19 @@ log = logging.getLogger(__name__)
 RUN_ITEM = "run_item"  # the one ARQ function: run an item of a task
 
 
-def redis_settings(url: str) -> RedisSettings:
+WORKER_RETRIES = 40  # about a minute of backoff: a worker rides out a Redis restart
+WEB_RETRIES = 2  # a request should get its 503 quickly instead
+
+
+def redis_settings(url: str, retries: int = WEB_RETRIES) -> RedisSettings:
     """ARQ settings from a REDIS_URL: redis://, rediss:// (Heroku's self-signed certificate is
-    accepted unless the URL says `?ssl_cert_reqs=required`) or unix://."""
+    accepted unless the URL says `?ssl_cert_reqs=required`) or unix://. A command that meets a
+    lost connection is retried with backoff (ARQ's own poll loop would die on it otherwise)."""
     settings = RedisSettings.from_dsn(url)
     settings.conn_timeout = 5
     settings.conn_retries = 2
+    settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
+    settings.retry_on_error = [ConnectionError, TimeoutError, BusyLoadingError, OSError]
     if settings.ssl:
         wanted = parse_qs(urlparse(url).query).get("ssl_cert_reqs", ["none"])[0]
         settings.ssl_cert_reqs = wanted
@@ -42,8 +51,9 @@ def loads(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-async def connect(url: str) -> ArqRedis:
-    return await create_pool(redis_settings(url), job_serializer=dumps, job_deserializer=loads)
+async def connect(url: str, retries: int = WEB_RETRIES) -> ArqRedis:
+    return await create_pool(redis_settings(url, retries), job_serializer=dumps,
+                             job_deserializer=loads)
 
 
 async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) -> int:

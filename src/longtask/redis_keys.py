@@ -33,3 +33,8 @@ EMBED_REQUESTS = f"{PREFIX}:embed:requests"
 def embed_reply(request_id: str) -> str:
     """Where a worker puts the vectors a web process asked for (query embeddings)."""
     return f"{PREFIX}:embed:reply:{request_id}"
+
+
+def duty_lock(name: str) -> str:
+    """Held by the one worker doing a periodic duty (reap, reconcile) this interval."""
+    return f"{PREFIX}:duty:{name}"

@@ -28,8 +28,12 @@ class Settings:
     queue_name: str = "longtask:queue"
     worker_concurrency: int = 16
     job_timeout: float = 3600.0  # ARQ's hard limit for one item
-    lease_seconds: float = 30.0  # a running item's lease; the heartbeat renews it
+    item_timeout: float = 1800.0  # the soft limit: the item is stopped, cleaned up, `timeout`
+    webhook_url: str | None = None  # POSTed the task when it ends with failures
+    lease_seconds: float = 20.0  # a running item's lease; the heartbeat renews it
     heartbeat_seconds: float = 5.0
+    reaper_seconds: int = 5  # how often expired leases are handed to another worker
+    shutdown_grace: float = 20.0  # on SIGTERM, running items get this long to finish
     max_retries: int = 3
     retry_delays: tuple[float, ...] = (60.0, 120.0, 240.0)
     retention_days: float = 30.0
@@ -71,7 +75,11 @@ class Settings:
             queue_name=reader.get("LONGTASK_QUEUE", str, "longtask:queue"),
             worker_concurrency=reader.get("LONGTASK_WORKER_CONCURRENCY", _positive_int, 16),
             job_timeout=reader.get("LONGTASK_JOB_TIMEOUT", _positive_float, 3600.0),
-            lease_seconds=reader.get("LONGTASK_LEASE_SECONDS", _positive_float, 30.0),
+            item_timeout=reader.get("LONGTASK_ITEM_TIMEOUT", _positive_float, 1800.0),
+            webhook_url=reader.get("LONGTASK_WEBHOOK_URL", _url, None),
+            lease_seconds=reader.get("LONGTASK_LEASE_SECONDS", _positive_float, 20.0),
+            reaper_seconds=reader.get("LONGTASK_REAPER_SECONDS", _divisor_of_60, 5),
+            shutdown_grace=reader.get("LONGTASK_SHUTDOWN_GRACE", _positive_float, 20.0),
             heartbeat_seconds=reader.get("LONGTASK_HEARTBEAT_SECONDS", _positive_float, 5.0),
             max_retries=reader.get("LONGTASK_MAX_RETRIES", _non_negative_int, 3),
             retry_delays=reader.get("LONGTASK_RETRY_DELAYS", _delays, (60.0, 120.0, 240.0)),
@@ -106,6 +114,9 @@ class Settings:
                 "LONGTASK_HEARTBEAT_SECONDS must be shorter than LONGTASK_LEASE_SECONDS "
                 f"({settings.heartbeat_seconds} >= {settings.lease_seconds})"
             )
+        if settings.item_timeout >= settings.job_timeout:
+            raise ConfigError("LONGTASK_ITEM_TIMEOUT (soft) must be shorter than "
+                              "LONGTASK_JOB_TIMEOUT (hard)")
         if settings.chunk_overlap >= settings.chunk_tokens:
             raise ConfigError("LONGTASK_CHUNK_OVERLAP must be smaller than LONGTASK_CHUNK_TOKENS")
         if settings.db_pool_min > settings.db_pool_max:
@@ -156,6 +167,13 @@ def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError("must be zero or a positive whole number")
+    return value
+
+
+def _divisor_of_60(raw: str) -> int:
+    value = int(raw)
+    if value <= 0 or 60 % value:
+        raise ValueError("must be a whole number of seconds that divides 60 (1, 2, 3, 5, 10 ...)")
     return value
 
 

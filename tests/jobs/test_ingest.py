@@ -156,7 +156,7 @@ async def test_documents_show_and_delete(tenant_a: Tenant, tenant_b: Tenant,
 
 
 async def test_upload_limits_and_bad_requests(make_stack: Any) -> None:
-    stack = await make_stack(worker=False, LONGTASK_MAX_FILES="2",
+    stack = await make_stack(workers=0, LONGTASK_MAX_FILES="2",
                              LONGTASK_MAX_REQUEST_BYTES="200000")
     client = stack.client
     one = sample_files()[:1]

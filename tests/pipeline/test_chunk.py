@@ -28,3 +28,10 @@ def test_short_and_empty_documents() -> None:
 def test_bad_overlap() -> None:
     with pytest.raises(ValueError):
         chunk_pages(["x"], size=10, overlap=10)
+
+
+def test_chunks_begin_with_a_word() -> None:
+    text = " ".join(f"w{i}," for i in range(100))  # a comma after every word
+    chunks = chunk_pages([text], size=20, overlap=5)
+    assert all(c.text[0].isalnum() for c in chunks)
+    assert " ".join(chunks[-1].text.split()).endswith("w99,")

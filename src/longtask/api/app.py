@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 import httpx
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,15 +25,13 @@ from longtask.embed_rpc import RemoteEmbedder
 from longtask.errors import ApiError
 from longtask.events import Hub
 from longtask.kinds import Registry
+from longtask.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.settings import Settings
 from longtask.store import meta
 
 log = logging.getLogger(__name__)
 
-# A dependency that is down is the service's trouble, not the client's: 503, never 500.
-UNAVAILABLE = (OSError, asyncio.TimeoutError, RedisError, asyncpg.PostgresConnectionError,
-               asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -79,7 +75,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
-            **{exc: _unavailable for exc in UNAVAILABLE},
+            # a dependency that is down is the service's trouble, not the client's: 503
+            **{exc: _unavailable for exc in DEPENDENCY_ERRORS},
             Exception: _internal,
         },
     )

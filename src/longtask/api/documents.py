@@ -15,11 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from longtask import queue
 from longtask.api.common import authenticate, int_query
-from longtask.api.tasks import decode_cursor, encode_cursor, task_body
+from longtask.api.tasks import accepted, decode_cursor, encode_cursor
 from longtask.errors import InvalidInput, NotFound, PayloadTooLarge, Unprocessable
-from longtask.events import publish
 from longtask.store import documents as doc_store
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
@@ -61,12 +59,8 @@ async def upload(request: Request) -> Response:
     created = await task_store.create(
         state.pool, tenant=tenant, kind="ingest", items=items,
         params={"files": [i.name for i in items], "reindex": reindex, "metadata": metadata})
-    await queue.enqueue(state.arq, settings.queue_name, created.jobs)
-    await publish(state.arq, created.events)
-    body = task_body(created.task)
-    body["documents"] = [{"filename": i.name, "document_id": i.payload.get("document_id")}
-                         for i in items]
-    return JSONResponse(body, status_code=202, headers={"Location": f"/tasks/{created.task.id}"})
+    return await accepted(state, created, documents=[  # which document each file became
+        {"filename": i.name, "document_id": i.payload.get("document_id")} for i in items])
 
 
 async def index(request: Request) -> Response:

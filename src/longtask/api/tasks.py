@@ -23,6 +23,7 @@ from longtask.store.tasks import Task
 
 STATUSES = ("pending", "running", "completed", "failed", "canceled")
 _MAX_IDEMPOTENCY_KEY = 200
+_MAX_DEADLINE = 30 * 86400
 
 
 async def submit(request: Request) -> Response:
@@ -37,16 +38,37 @@ async def submit(request: Request) -> Response:
     if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
         raise InvalidInput(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
                            code="invalid_idempotency_key")
+    deadline = body.get("deadline_seconds")
+    if deadline is not None and (not isinstance(deadline, (int, float)) or isinstance(
+            deadline, bool) or not 0 < deadline <= _MAX_DEADLINE):
+        raise InvalidInput(f"`deadline_seconds` must be a number of seconds up to {_MAX_DEADLINE}",
+                           code="invalid_deadline")
     created = await task_store.create(
         state.pool, tenant=tenant, kind=kind.name, params=params, items=kind.split(params),
         idempotency_key=key, request_hash=params_hash(kind.name, params) if key else None,
+        deadline_seconds=deadline,
     )
+    return await accepted(state, created)
+
+
+async def retry(request: Request) -> Response:
+    """Run a finished task's failed items again, as a new task that points at it."""
+    tenant = await authenticate(request)
+    state = request.state
+    old, items = await task_store.failed_items(state.pool, tenant, task_id(request))
+    created = await task_store.create(state.pool, tenant=tenant, kind=old.kind, params=old.params,
+                                      items=items, retry_of=old.id)
+    return await accepted(state, created)
+
+
+async def accepted(state: Any, created: task_store.Created, **extra: Any) -> Response:
+    """Enqueue after commit (the reconciler covers a failure here), then answer 202."""
     await queue.enqueue(state.arq, state.settings.queue_name, created.jobs)
     await publish(state.arq, created.events)
     headers = {"Location": f"/tasks/{created.task.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(task_body(created.task), status_code=202, headers=headers)
+    return JSONResponse({**task_body(created.task), **extra}, status_code=202, headers=headers)
 
 
 async def show(request: Request) -> Response:
@@ -104,6 +126,7 @@ def task_body(task: Task) -> dict[str, Any]:
         "self": f"/tasks/{task.id}",
         "events": f"/tasks/{task.id}/events",
         "cancel": f"/tasks/{task.id}/cancel",
+        "retry": f"/tasks/{task.id}/retry",
         "stream_token": f"/tasks/{task.id}/stream-token",
     }
     return body
@@ -133,5 +156,6 @@ routes = [
     Route("/tasks/{id}", show, methods=["GET"]),
     Route("/tasks/{id}", delete, methods=["DELETE"]),
     Route("/tasks/{id}/cancel", cancel, methods=["POST"]),
+    Route("/tasks/{id}/retry", retry, methods=["POST"]),
     Route("/tasks/{id}/stream-token", stream_token, methods=["POST"]),
 ]

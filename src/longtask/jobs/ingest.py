@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from longtask.errors import JobCanceled, JobError, PermanentError
+from longtask.errors import JobCanceled, PermanentError, TransientError
 from longtask.jobs.context import JobContext
 from longtask.kinds import kind
 from longtask.pipeline import providers
@@ -43,8 +43,10 @@ async def ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
         return await _ingest(ctx, item)
     except JobCanceled:
         raise
-    except JobError as exc:
-        if item.get("document_id"):
+    except (PermanentError, TransientError) as exc:
+        final = isinstance(exc, PermanentError) or ctx.attempt > ctx.settings.max_retries
+        if final and item.get("document_id"):  # a retry keeps its work, to resume from it
+            await _cleanup(ctx, item)
             await documents.fail(ctx.pool, item["document_id"], exc.as_dict(), ctx.task_id)
         raise
 

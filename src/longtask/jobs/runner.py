@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Any
 
-from longtask import queue
+from longtask import queue, webhooks
 from longtask.errors import JobCanceled, JobError, PermanentError, TransientError
 from longtask.events import publish
 from longtask.jobs.context import JobContext, Services
 from longtask.kinds import Kind, Registry
+from longtask.outages import DEPENDENCY_ERRORS
 from longtask.store import items as item_store
+from longtask.store.events import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +83,12 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
         result = await asyncio.shield(work)
     except asyncio.CancelledError:
         if not work.done():
-            # this job was cancelled from outside (shutdown, ARQ abort, hard timeout): stop the
-            # function too; the lease expires and the item runs again elsewhere
+            # this job was cancelled from outside (shutdown, the hard timeout): stop the function
+            # and hand the item back at once, to resume from its checkpoint on any worker
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
+            await asyncio.shield(_release(ctx))
             raise
         return await _stopped(kind, ctx)  # our own stop(): a cancel or a lost lease
     except JobCanceled:
@@ -94,6 +98,12 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     except JobError as exc:
         await _finish(ctx, "failed", error=exc.as_dict())
         return f"failed: {exc.code}"
+    except DEPENDENCY_ERRORS as exc:
+        # Postgres or Redis went away under the item: not its fault, so it runs again (handed
+        # back now if we can, else when its lease runs out)
+        ctx.log.warning("item %s interrupted by an outage: %r", item_id, exc)
+        await asyncio.shield(_release(ctx))
+        return "interrupted: a backing service was unavailable"
     except Exception as exc:
         ctx.log.exception("item %s failed with an unexpected error", item_id)
         await _finish(ctx, "failed", error={"code": "internal_error",
@@ -110,13 +120,16 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
 
 
 async def _call(kind: Kind, ctx: JobContext, payload: Any) -> Any:
-    if kind.timeout is None:
-        return await kind.handler(ctx, payload)
+    """The kind's function under the soft timeout; past it, the kind cleans up as for a cancel
+    and the item fails as `timeout`."""
+    limit = kind.timeout or ctx.settings.item_timeout
     try:
-        async with asyncio.timeout(kind.timeout):
+        async with asyncio.timeout(limit):
             return await kind.handler(ctx, payload)
     except TimeoutError:
-        raise PermanentError(f"took longer than {kind.timeout:g}s", code="timeout") from None
+        if kind.on_cancel is not None:
+            await kind.on_cancel(ctx, payload)
+        raise PermanentError(f"took longer than {limit:g}s", code="timeout") from None
 
 
 async def _heartbeat(ctx: JobContext, work: asyncio.Task[Any], services: Services) -> None:
@@ -132,7 +145,7 @@ async def _heartbeat(ctx: JobContext, work: asyncio.Task[Any], services: Service
             continue
         if status is None:
             stop(ctx, work, "lease_lost")
-        elif status == "canceled":
+        elif status in TERMINAL:  # canceled, or failed past its deadline
             stop(ctx, work, "canceled")
 
 
@@ -154,7 +167,8 @@ async def _transient(ctx: JobContext, exc: TransientError) -> str:
         await _finish(ctx, "failed", error={
             "code": exc.code, "message": f"{exc.message} (gave up after {ctx.attempt} attempts)"})
         return f"failed: {exc.code} after {ctx.attempt} attempts"
-    delay = max(settings.retry_delay(ctx.attempt), exc.retry_after or 0.0)
+    jittered = settings.retry_delay(ctx.attempt) * random.uniform(0.8, 1.2)
+    delay = max(jittered, exc.retry_after or 0.0)
     retried = await item_store.retry_later(ctx.pool, ctx.item_id, ctx.worker_id, ctx.attempt,
                                            delay, exc.as_dict())
     if retried is None:
@@ -165,9 +179,26 @@ async def _transient(ctx: JobContext, exc: TransientError) -> str:
     return f"retrying in {delay:g}s: {exc.code}"
 
 
+async def _release(ctx: JobContext) -> None:
+    error = {"code": "interrupted", "message": "its worker stopped (shutdown or hard timeout)"}
+    try:
+        retried = await item_store.retry_later(ctx.pool, ctx.item_id, ctx.worker_id, ctx.attempt,
+                                               0.0, error)
+        if retried is not None:
+            pending, event = retried
+            await publish(ctx.redis, [event] if event else [])
+            await queue.enqueue(ctx.redis, ctx.settings.queue_name, [pending])
+    except Exception as exc:  # the lease will expire and the reaper hands it on instead
+        ctx.log.warning("could not hand item %s back: %s", ctx.item_id, exc)
+
+
 async def _finish(ctx: JobContext, status: str, *, result: Any = None,
                   error: dict[str, Any] | None = None) -> None:
     finished = await asyncio.shield(item_store.finish(
         ctx.pool, ctx.item_id, ctx.worker_id, status, result=result, error=error))
     if finished is not None:
         await publish(ctx.redis, finished.events)
+        if finished.task_status is not None and ctx.settings.webhook_url and (
+                finished.task_status == "failed" or finished.items_failed):
+            await webhooks.task_ended(ctx.http, ctx.settings.webhook_url, ctx.pool, ctx.tenant,
+                                      ctx.task_id)

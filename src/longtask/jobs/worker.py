@@ -10,18 +10,21 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from arq import cron
-from arq.worker import func
+from arq.worker import Retry, func
 from redis.exceptions import RedisError
 
 from longtask import embed_rpc, embedded, queue, redis_keys
 from longtask.db import create_pool
 from longtask.jobs.context import Services
 from longtask.jobs.runner import Running, run_item
+from longtask.events import announce_cancel, publish
 from longtask.kinds import Registry
+from longtask.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.pipeline.embed import LocalEmbedder
 from longtask.settings import Settings
@@ -32,6 +35,7 @@ from longtask.store import tasks as task_store
 log = logging.getLogger(__name__)
 
 RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
+RECONCILE_EVERY_SECONDS = 5.0
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -54,6 +58,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ctx["services"] = services
         background.append(asyncio.create_task(_listen_for_cancels(services, running)))
         background.append(asyncio.create_task(_announce(services, running)))
+        # not ARQ cron jobs: those wait behind a backlog of item jobs, and these must not
+        background.append(asyncio.create_task(
+            _duty(services, "reap", settings.reaper_seconds, _reap)))
+        background.append(asyncio.create_task(
+            _duty(services, "reconcile", RECONCILE_EVERY_SECONDS, _reconcile)))
         if not settings.embed_url:  # the offline model: serve query embeddings, load it now
             embedder = services.resource("embedder",
                                          lambda: providers.embedder(settings, services.http))
@@ -75,13 +84,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             await services.close()
 
     async def run_item_job(ctx: dict[str, Any], item_id: str) -> str:
-        return await run_item(ctx["services"], registry, running, item_id, ctx["job_id"])
-
-    async def reconcile(ctx: dict[str, Any]) -> int:
-        """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush)."""
-        services: Services = ctx["services"]
-        pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS)
-        return await queue.enqueue(ctx["redis"], settings.queue_name, pending)
+        try:
+            return await run_item(ctx["services"], registry, running, item_id, ctx["job_id"])
+        except DEPENDENCY_ERRORS as exc:  # could not even claim it: ARQ runs it again soon
+            log.warning("job %s: a backing service is away (%r); retrying", ctx["job_id"], exc)
+            raise Retry(defer=min(2 * ctx["job_try"], 15)) from None
 
     async def purge(ctx: dict[str, Any]) -> int:
         """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, and
@@ -93,17 +100,17 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [func(run_item_job, name=queue.RUN_ITEM)],
         "cron_jobs": [
-            cron(reconcile, name="reconcile", second={0, 15, 30, 45}, run_at_startup=True),
             cron(purge, name="purge", minute={17}, second={0}),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": queue.redis_settings(settings.redis_url),
+        "redis_settings": queue.redis_settings(settings.redis_url, queue.WORKER_RETRIES),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,
+        "job_completion_wait": int(settings.shutdown_grace),
         "job_timeout": settings.job_timeout,
         "keep_result": 60,
-        "max_tries": 3,
+        "max_tries": 100,  # tries of one job id while Postgres is away; attempts are ours
         "poll_delay": 0.05,
         "allow_abort_jobs": True,
         "job_serializer": queue.dumps,
@@ -129,6 +136,42 @@ async def _listen_for_cancels(services: Services, running: Running) -> None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
         await asyncio.sleep(1.0)
+
+
+async def _reap(services: Services) -> int:
+    """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
+    ARQ's job_timeout."""
+    settings = services.settings
+    jobs, events = await item_store.expire_leases(services.pool, settings.max_retries + 1)
+    ended = await task_store.expire_deadlines(services.pool)  # the same beat: tasks past due
+    await publish(services.redis, events + ended)
+    for event in ended:
+        await announce_cancel(services.redis, event.task_id)
+    return await queue.enqueue(services.redis, settings.queue_name, jobs) + len(ended)
+
+
+async def _reconcile(services: Services) -> int:
+    """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
+    ignores a job id it still holds."""
+    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS)
+    return await queue.enqueue(services.redis, services.settings.queue_name, pending)
+
+
+async def _duty(services: Services, name: str, every: float,
+                duty: Callable[[Services], Awaitable[int]]) -> None:
+    """Run `duty` every `every` seconds on one worker of all (a Redis lock per interval)."""
+    key = redis_keys.duty_lock(name)
+    while True:
+        try:
+            if await services.redis.set(key, services.worker_id, nx=True, px=int(every * 900)):
+                done = await duty(services)
+                if done:
+                    log.info("%s: %d item(s)", name, done)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Postgres or Redis away: try again next time
+            log.warning("%s failed: %s", name, exc)
+        await asyncio.sleep(every)
 
 
 async def _warm(embedder: LocalEmbedder) -> None:

@@ -39,7 +39,13 @@ def chunk_pages(pages: list[str], size: int = 200, overlap: int = 40) -> list[Ch
         if start + size >= len(spans):
             break
         start += step
+        while start < len(spans) and not _is_word(pages, spans[start]):
+            start += 1  # begin a chunk with a word, not with the comma before it
     return chunks
+
+
+def _is_word(pages: list[str], span: tuple[int, int, int]) -> bool:
+    return pages[span[0] - 1][span[1]].isalnum()
 
 
 def _text(pages: list[str], window: list[tuple[int, int, int]]) -> str:

@@ -36,6 +36,7 @@ class Claim:
 class Finished:
     events: list[Event]
     task_status: str | None  # the task's end state, if this item was its last
+    items_failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
             out.append(await events.insert_at(conn, task_id, item["tenant"], task["last_seq"],
                                               "status", {"status": "running"}))
         event = await events.append(conn, task_id, "item", _item_data(
-            item["idx"], item["name"], "running", attempt=item["attempts"]))
+            item["idx"], item["name"], "running", attempt=item["attempts"], worker=owner))
         if event is not None:
             out.append(event)
     return Claim(
@@ -151,15 +152,22 @@ async def save_checkpoint(pool: asyncpg.Pool, item_id: str, owner: str,
 async def retry_later(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, delay: float,
                       error: dict[str, Any]) -> tuple[PendingJob, Event | None] | None:
     """Put a running item back to pending under the next attempt's job id, to start after
-    `delay`."""
+    `delay`. None if the lease is no longer ours."""
+    return await _requeue(pool, item_id, owner, attempt, delay, error, expired_only=False)
+
+
+async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, delay: float,
+                   error: dict[str, Any], *,
+                   expired_only: bool) -> tuple[PendingJob, Event | None] | None:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "UPDATE task_items SET status = 'pending', error = $3, lease_owner = NULL,"
             " lease_expires_at = NULL, run_after = now() + make_interval(secs => $4),"
             " job_id = $5, updated_at = now()"
             " WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
+            " AND (NOT $6 OR lease_expires_at < now())"
             " RETURNING task_id, idx, name, attempts, job_id, run_after",
-            item_id, owner, error, delay, item_job_id(item_id, attempt + 1),
+            item_id, owner, error, delay, item_job_id(item_id, attempt + 1), expired_only,
         )
         if row is None:
             return None
@@ -200,7 +208,35 @@ async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
             ended, event = await _end_task(conn, task_id, item["tenant"], task["items_total"],
                                            task["items_failed"])
             out.append(event)
-    return Finished(out, ended)
+    return Finished(out, ended, task["items_failed"])
+
+
+async def expire_leases(pool: asyncpg.Pool, max_attempts: int,
+                        limit: int = 500) -> tuple[list[PendingJob], list[Event]]:
+    """Hand items whose worker stopped heartbeating to the queue again, each under its next
+    attempt's job id; an item that has used up its attempts this way fails as `crashed`."""
+    # two reapers may read the same rows: the conditional writes below let only one act
+    rows = await pool.fetch(
+        "SELECT id, attempts, lease_owner FROM task_items"
+        " WHERE status = 'running' AND lease_expires_at < now()"
+        " ORDER BY lease_expires_at LIMIT $1", limit)
+    jobs: list[PendingJob] = []
+    out: list[Event] = []
+    for row in rows:
+        item_id = str(row["id"])
+        error = {"code": "lease_expired",
+                 "message": f"worker {row['lease_owner']} stopped heartbeating"}
+        if row["attempts"] >= max_attempts:
+            ended = await finish(pool, item_id, row["lease_owner"], "failed", error={
+                "code": "crashed", "message": f"its worker died {row['attempts']} times"})
+            out += ended.events if ended else []
+            continue
+        requeued = await _requeue(pool, item_id, row["lease_owner"], row["attempts"], 0.0,
+                                  error, expired_only=True)
+        if requeued is not None:
+            jobs.append(requeued[0])
+            out += [requeued[1]] if requeued[1] else []
+    return jobs, out
 
 
 async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float,

@@ -34,6 +34,8 @@ class Task:
     items_failed: int
     attempts: int
     last_seq: int
+    retry_of: str | None
+    deadline_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -86,15 +88,19 @@ async def create(
     items: list[NewItem],
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    retry_of: str | None = None,
+    deadline_seconds: float | None = None,
 ) -> Created:
     """Store a task, its items (the enqueue intent) and its first event together."""
     item_ids = [str(uuid.uuid4()) for _ in items]
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,"
-            f" last_seq) VALUES ($1, $2, $3, $4, $5, $6, 1)"
+            f" last_seq, retry_of, deadline_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7,"
+            f" now() + make_interval(secs => $8))"
             f" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
-            tenant, kind, params, len(items), idempotency_key, request_hash,
+            tenant, kind, params, len(items), idempotency_key, request_hash, retry_of,
+            deadline_seconds,
         )
         if row is None:
             return await _replay(conn, tenant, idempotency_key, request_hash)
@@ -135,7 +141,9 @@ async def list_page(
     """Newest first; `before` is the (created_at, id) of the last task of the previous page."""
     rows = await pool.fetch(
         f"SELECT {_COLUMNS} FROM tasks WHERE tenant = $1"
-        " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR kind = $3)"
+        " AND ($2::text IS NULL OR status = $2"
+        "      OR ($2 = 'failed' AND status = 'completed' AND items_failed > 0))"
+        " AND ($3::text IS NULL OR kind = $3)"
         " AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))"
         " ORDER BY created_at DESC, id DESC LIMIT $6",
         tenant, status, kind, before[0] if before else None, before[1] if before else None, limit,
@@ -175,6 +183,41 @@ async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
         event = await insert_at(conn, task_id, tenant, task.last_seq, "status",
                                 {"status": "canceled"})
     return Canceled(task, [event])
+
+
+async def failed_items(pool: asyncpg.Pool, tenant: str, task_id: str) -> tuple[Task, list[NewItem]]:
+    """A task that ended, and the items of it that failed, to run again as a new task."""
+    task = await get(pool, tenant, task_id)
+    if not task.terminal:
+        raise Conflict(f"task {task_id} is {task.status}: it has not ended", code="task_active")
+    rows = await pool.fetch(
+        "SELECT name, payload FROM task_items WHERE task_id = $1 AND tenant = $2"
+        " AND status = 'failed' ORDER BY idx", task_id, tenant)
+    if not rows:
+        raise Conflict(f"task {task_id} has no failed items", code="nothing_to_retry")
+    return task, [NewItem(r["payload"], r["name"]) for r in rows]
+
+
+async def expire_deadlines(pool: asyncpg.Pool) -> list[Event]:
+    """End tasks past their deadline as failed (`deadline_exceeded`); their items stop."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE tasks SET status = 'failed', finished_at = now(), updated_at = now(),"
+            " last_seq = last_seq + 1, error = $1 WHERE deadline_at < now()"
+            " AND status IN ('pending', 'running') RETURNING id, tenant, last_seq",
+            _DEADLINE_ERROR)
+        out = []
+        for row in rows:
+            await conn.execute(
+                "UPDATE task_items SET status = 'canceled', progress = 100, finished_at = now(),"
+                " updated_at = now(), error = $2 WHERE task_id = $1 AND status = 'pending'",
+                row["id"], _DEADLINE_ERROR)
+            out.append(await insert_at(conn, str(row["id"]), row["tenant"], row["last_seq"],
+                                       "status", {"status": "failed", "error": _DEADLINE_ERROR}))
+    return out
+
+
+_DEADLINE_ERROR = {"code": "deadline_exceeded", "message": "the task ran past its deadline"}
 
 
 async def delete(pool: asyncpg.Pool, tenant: str, task_id: str) -> None:
@@ -232,4 +275,5 @@ async def _replay(conn: asyncpg.Connection, tenant: str, key: str | None,
 def _task(row: asyncpg.Record) -> Task:
     values = {f.name: row[f.name] for f in fields(Task)}
     values["id"] = str(values["id"])
+    values["retry_of"] = str(values["retry_of"]) if values["retry_of"] else None
     return Task(**values)

@@ -124,6 +124,7 @@ class FakeOpenAI:
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/hooks/{name}", self._hook, methods=["POST"]),  # a webhook receiver
         ])
 
     # handlers
@@ -158,6 +159,10 @@ class FakeOpenAI:
         return self._end(record, JSONResponse({
             "object": "list", "data": data, "model": record.body.get("model", "fake"),
             "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}}))
+
+    async def _hook(self, request: Request) -> Response:
+        record, early = await self._begin(request)
+        return self._end(record, early or Response(status_code=204))
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
