@@ -94,7 +94,11 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
     await ctx.progress(97, "storing", stage="store", file=name)
     count = await documents.publish(
         ctx.pool, doc.id, generation, title=title or Path(name).stem, pages=pages_total,
-        summary=ctx.checkpoint["summary"], model=embedder.model, dim=dim, task_id=ctx.task_id)
+        summary=ctx.checkpoint["summary"], model=embedder.model, dim=dim, task_id=ctx.task_id,
+        item_id=ctx.item_id, owner=ctx.worker_id)
+    if count is None:
+        ctx.cancel("lease_lost")
+        ctx.raise_if_canceled()
     return {"document_id": doc.id, "filename": name, "status": "indexed", "pages": pages_total,
             "chunks": count, "summary_method": ctx.checkpoint["summary"]["method"]}
 
@@ -137,6 +141,7 @@ async def _embed(ctx: JobContext, embedder: Embedder, document_id: str, generati
             ChunkRow(c.idx, c.page_start, c.page_end, c.text, c.tokens, v)
             for c, v in zip(part, vectors)])
         stored = start + len(part)
+        await ctx.save_checkpoint(embedded=stored)  # also stops here if the lease was lost
         await ctx.progress(55 + 40 * stored / len(chunks), f"chunk {stored} of {len(chunks)}",
                            stage="embed", file=name, chunks=stored, chunks_total=len(chunks))
     return dim

@@ -146,18 +146,24 @@ async def chunks_stored(pool: asyncpg.Pool, document_id: str, generation: str) -
 
 
 async def publish(pool: asyncpg.Pool, document_id: str, generation: str, *, title: str,
-                  pages: int, summary: dict[str, Any], model: str, dim: int,
-                  task_id: str) -> int:
-    """Make a generation the one search sees and drop the others, in one transaction."""
+                  pages: int, summary: dict[str, Any], model: str, dim: int, task_id: str,
+                  item_id: str, owner: str) -> int | None:
+    """Make a generation the one search sees and drop the others, in one transaction, if the
+    item's lease is still `owner`'s; None if it is not (a late run writes nothing)."""
     async with pool.acquire() as conn, conn.transaction():
         count = await conn.fetchval(
             "SELECT count(*) FROM chunks WHERE document_id = $1 AND generation = $2",
             document_id, generation)
-        await conn.execute(
+        done = await conn.fetchval(
             "UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,"
             " pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7, chunk_count = $8,"
-            " task_id = $9, indexed_at = now(), updated_at = now() WHERE id = $1",
-            document_id, generation, title, pages, summary, model, dim, count, task_id)
+            " task_id = $9, indexed_at = now(), updated_at = now() WHERE id = $1"
+            " AND EXISTS (SELECT 1 FROM task_items WHERE id = $10 AND lease_owner = $11"
+            " AND status = 'running') RETURNING 1",
+            document_id, generation, title, pages, summary, model, dim, count, task_id,
+            item_id, owner)
+        if done is None:
+            return None
         await conn.execute("DELETE FROM chunks WHERE document_id = $1 AND generation <> $2",
                            document_id, generation)
     return int(count)
