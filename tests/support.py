@@ -127,6 +127,14 @@ class Worker(Proc):
         return self
 
 
+def fake_providers(fake: Any, concurrency: int = 3, **extra: str) -> dict[str, str]:
+    """Settings that point a stack's LLM and embeddings at the test server (`FakeOpenAI`),
+    with small embedding batches so a file takes a few steps."""
+    return {"LONGTASK_LLM_URL": fake.base_url, "LONGTASK_EMBED_URL": fake.base_url,
+            "LONGTASK_EMBED_MODEL": "fake", "LONGTASK_EMBED_BATCH": "2",
+            "LONGTASK_WORKER_CONCURRENCY": str(concurrency), **extra}
+
+
 def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGTASK_")}
     env.update({

@@ -12,14 +12,13 @@ import httpx
 
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
-from tests.faults.test_outages import _providers
 from tests.faults.test_worker_crash import FILES, batch
-from tests.support import Web, sse_events, wait_for
+from tests.support import Web, fake_providers, sse_events, wait_for
 
 
 async def test_cancel_a_20_file_batch_mid_run(make_stack: Any, pool: asyncpg.Pool) -> None:
     with FakeOpenAI(latency=0.3) as fake:
-        stack = await make_stack(workers=2, **_providers(fake))
+        stack = await make_stack(workers=2, **fake_providers(fake))
         task_id = (await stack.client.post("/documents", files=batch(6))).json()["id"]
 
         async def midway() -> bool:
@@ -57,7 +56,7 @@ async def test_cancel_a_20_file_batch_mid_run(make_stack: Any, pool: asyncpg.Poo
 async def test_two_webs_two_workers_spread_one_batch(make_stack: Any, services: Services,
                                                      pool: asyncpg.Pool) -> None:
     with FakeOpenAI(latency=0.2) as fake:
-        stack = await make_stack(workers=2, **_providers(fake))
+        stack = await make_stack(workers=2, **fake_providers(fake))
         web_b = await Web("stack-web-b", stack.env, services.root / "logs").start().ready()
         try:
             task_id = (await stack.client.post("/documents", files=batch(7))).json()["id"]

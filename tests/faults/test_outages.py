@@ -11,8 +11,8 @@ import httpx
 
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
-from tests.faults.test_worker_crash import FILES, assert_exactly_once, batch
-from tests.support import sse_events, wait_for, wait_status
+from tests.faults.test_worker_crash import assert_exactly_once, batch
+from tests.support import fake_providers, sse_events, wait_for, wait_status
 
 
 async def _batch_through(stack: Any, pool: asyncpg.Pool, seed: int, outage: Any) -> None:
@@ -32,16 +32,10 @@ async def _batch_through(stack: Any, pool: asyncpg.Pool, seed: int, outage: Any)
     await assert_exactly_once(pool, task_id)
 
 
-def _providers(fake: FakeOpenAI) -> dict[str, str]:
-    return {"LONGTASK_LLM_URL": fake.base_url, "LONGTASK_EMBED_URL": fake.base_url,
-            "LONGTASK_EMBED_MODEL": "fake", "LONGTASK_EMBED_BATCH": "2",
-            "LONGTASK_WORKER_CONCURRENCY": "3"}
-
-
 async def test_redis_restarted_mid_batch(make_stack: Any, pool: asyncpg.Pool,
                                          services: Services) -> None:
     with FakeOpenAI(latency=0.1) as fake:
-        stack = await make_stack(workers=2, **_providers(fake))
+        stack = await make_stack(workers=2, **fake_providers(fake))
 
         async def restart() -> None:
             services.redis.kill()  # its queue is gone with it: nothing is persisted
@@ -54,14 +48,14 @@ async def test_redis_restarted_mid_batch(make_stack: Any, pool: asyncpg.Pool,
 async def test_redis_flushed_mid_batch(make_stack: Any, pool: asyncpg.Pool,
                                        redis: Any) -> None:
     with FakeOpenAI(latency=0.1) as fake:
-        stack = await make_stack(workers=2, **_providers(fake))
+        stack = await make_stack(workers=2, **fake_providers(fake))
         await _batch_through(stack, pool, 4, redis.flushall)
 
 
 async def test_postgres_restarted_mid_batch(make_stack: Any, pool: asyncpg.Pool,
                                             services: Services) -> None:
     with FakeOpenAI(latency=0.1) as fake:
-        stack = await make_stack(workers=2, **_providers(fake))
+        stack = await make_stack(workers=2, **fake_providers(fake))
 
         async def restart() -> None:
             services.postgres.kill()

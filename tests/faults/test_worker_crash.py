@@ -3,8 +3,9 @@ completion twice, no chunk is duplicated, nothing is left running."""
 
 from __future__ import annotations
 
-import asyncio
+import os
 import random
+import signal
 import time
 from typing import Any
 
@@ -12,28 +13,28 @@ import asyncpg
 
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
-from tests.support import wait_for, wait_status
+from tests.support import fake_providers, wait_for, wait_status
 
 FILES = 20
 
 
-def batch(seed: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+def batch(seed: int, files: int = FILES) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (f"doc-{seed}-{i}.pdf", pdfs.many_pages_pdf(4 + i % 5, seed=seed * 100 + i),
-                       "application/pdf")) for i in range(FILES)]
+                       "application/pdf")) for i in range(files)]
 
 
-async def assert_exactly_once(pool: asyncpg.Pool, task_id: str) -> None:
+async def assert_exactly_once(pool: asyncpg.Pool, task_id: str, files: int = FILES) -> None:
     """Each item ended once; each document has one generation of chunks, each chunk once."""
     ends = await pool.fetch(
         "SELECT data->>'item' AS item, count(*) AS n FROM task_events WHERE task_id = $1"
         " AND type = 'item' AND data->>'status' IN ('completed', 'failed', 'canceled')"
         " GROUP BY 1", task_id)
-    assert len(ends) == FILES and all(r["n"] == 1 for r in ends)
+    assert len(ends) == files and all(r["n"] == 1 for r in ends)
     chunks = await pool.fetch(
         "SELECT d.id, d.chunk_count, count(c.*) AS n, count(DISTINCT c.generation) AS g,"
         " count(DISTINCT c.idx) AS i FROM documents d JOIN chunks c ON c.document_id = d.id"
         " WHERE d.task_id = $1 GROUP BY d.id, d.chunk_count", task_id)
-    assert len(chunks) == FILES
+    assert len(chunks) == files
     assert all(r["n"] == r["chunk_count"] == r["i"] and r["g"] == 1 for r in chunks)
     seqs = [r["seq"] for r in await pool.fetch(
         "SELECT seq FROM task_events WHERE task_id = $1 ORDER BY seq", task_id)]
@@ -46,13 +47,18 @@ async def test_kill_9_a_worker_five_times_during_a_batch(make_stack: Any,
     rng = random.Random(7)
     with FakeOpenAI(latency=0.15) as fake:  # each file takes a moment: kills land mid-file
         stack = await make_stack(
-            workers=2, LONGTASK_LLM_URL=fake.base_url, LONGTASK_EMBED_URL=fake.base_url,
-            LONGTASK_EMBED_MODEL="fake", LONGTASK_EMBED_BATCH="2", LONGTASK_LEASE_SECONDS="3",
-            LONGTASK_REAPER_SECONDS="1", LONGTASK_WORKER_CONCURRENCY="3")
+            workers=2, **fake_providers(fake, LONGTASK_LEASE_SECONDS="3",
+                                        LONGTASK_REAPER_SECONDS="1"))
         task_id = (await stack.client.post("/documents", files=batch(1))).json()["id"]
         resumed: list[float] = []
-        for kill in range(5):
-            await asyncio.sleep(rng.uniform(0.5, 2.0))  # a random point of the batch
+        points = sorted(rng.uniform(5, 80) for _ in range(5))  # random points of the batch
+        for kill, point in enumerate(points):
+
+            async def reached(percent: float = point) -> bool:
+                return bool(await pool.fetchval(
+                    "SELECT progress >= $2 FROM tasks WHERE id = $1", task_id, percent))
+
+            await wait_for(reached, timeout=60, what=f"the batch to reach {point:.0f}%")
             victim = stack.workers[kill % 2]
             dead = f"%:{victim.pid}:%"
             owned = await pool.fetch(
@@ -78,7 +84,8 @@ async def test_kill_9_a_worker_five_times_during_a_batch(make_stack: Any,
             " AND data->'error'->>'code' = 'lease_expired'", task_id)
         assert crashed >= 1  # the kills did land on running items
         assert max(resumed) < 15  # lease 3 s + reaper 1 s, well before ARQ's job_timeout
-        print(f"kills: 5, items handed on: {crashed}, time to resume: "
+        print(f"kills: 5 at {', '.join(f'{p:.0f}%' for p in points)}; items handed on: {crashed};"
+              f" events: {task['last_seq']}, gaps: 0; time to resume: "
               f"{', '.join(f'{r:.1f}s' for r in resumed)}")
 
 
@@ -86,9 +93,7 @@ async def test_sigterm_a_worker_mid_batch_loses_nothing(make_stack: Any,
                                                         pool: asyncpg.Pool) -> None:
     with FakeOpenAI(latency=0.15) as fake:
         stack = await make_stack(
-            workers=1, LONGTASK_LLM_URL=fake.base_url, LONGTASK_EMBED_URL=fake.base_url,
-            LONGTASK_EMBED_MODEL="fake", LONGTASK_EMBED_BATCH="2", LONGTASK_SHUTDOWN_GRACE="1",
-            LONGTASK_WORKER_CONCURRENCY="3")
+            workers=1, **fake_providers(fake, LONGTASK_SHUTDOWN_GRACE="1"))
         task_id = (await stack.client.post("/documents", files=batch(2))).json()["id"]
 
         async def some_done() -> bool:
@@ -105,3 +110,38 @@ async def test_sigterm_a_worker_mid_batch_loses_nothing(make_stack: Any,
         task = await wait_status(stack.client, task_id, {"completed", "failed"}, timeout=180)
         assert task["status"] == "completed" and task["items_failed"] == 0
         await assert_exactly_once(pool, task_id)
+
+
+async def test_a_stalled_worker_that_wakes_up_writes_nothing(make_stack: Any,
+                                                             pool: asyncpg.Pool) -> None:
+    with FakeOpenAI(latency=0.3) as fake:
+        stack = await make_stack(
+            workers=2, **fake_providers(fake, concurrency=2, LONGTASK_LEASE_SECONDS="2",
+                                        LONGTASK_REAPER_SECONDS="1"))
+        task_id = (await stack.client.post("/documents", files=batch(8, 6))).json()["id"]
+        stalled = stack.workers[0]
+        mine = f"%:{stalled.pid}:%"
+
+        async def owns_one() -> Any:
+            return await pool.fetchval(
+                "SELECT id FROM task_items WHERE task_id = $1 AND status = 'running'"
+                " AND lease_owner LIKE $2 LIMIT 1", task_id, mine)
+
+        item = await wait_for(owns_one, timeout=60, what="the first worker to hold an item")
+        os.kill(stalled.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM...
+        try:
+            task = await wait_status(stack.client, task_id, {"completed", "failed"}, timeout=120)
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        assert task["status"] == "completed"
+        ran_twice = await pool.fetchval(
+            "SELECT count(*) FROM task_events WHERE task_id = $1 AND type = 'item'"
+            " AND data->>'status' = 'running' AND data->>'item' = ("
+            " SELECT idx::text FROM task_items WHERE id = $2)", task_id, item)
+        assert ran_twice == 2  # another worker took the stalled one's item
+
+        async def gave_up() -> bool:  # woken, it sees the lease is gone and stops
+            return "abandoned: lease lost" in stalled.tail(400)
+
+        await wait_for(gave_up, timeout=20, what="the woken worker to give its item up")
+        await assert_exactly_once(pool, task_id, files=6)  # and it wrote nothing after waking

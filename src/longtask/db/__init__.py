@@ -12,12 +12,17 @@ from longtask.errors import ConfigError
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection
 
+IDLE_IN_TRANSACTION = "10s"
+
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     if not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60,
+        # our transactions last milliseconds; one left open by a process that froze (SIGSTOP, a
+        # stalled VM) would hold its row locks, and every worker would queue behind them
+        server_settings={"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
     )
     assert pool is not None
     return pool

@@ -72,9 +72,8 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     ctx = JobContext(claim, services)
     kind = registry.get(claim.kind)
     if kind is None:
-        await _finish(ctx, "failed", error=PermanentError(
+        return await _finish(ctx, "failed", error=PermanentError(
             f"no job kind {claim.kind!r} on this worker", code="unknown_kind").as_dict())
-        return "failed: unknown kind"
 
     work = asyncio.create_task(_call(kind, ctx, claim.payload), name=f"item:{item_id}")
     running.add(ctx, work)
@@ -96,8 +95,7 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     except TransientError as exc:
         return await _transient(ctx, exc)
     except JobError as exc:
-        await _finish(ctx, "failed", error=exc.as_dict())
-        return f"failed: {exc.code}"
+        return await _finish(ctx, "failed", error=exc.as_dict())
     except DEPENDENCY_ERRORS as exc:
         # Postgres or Redis went away under the item: not its fault, so it runs again (handed
         # back now if we can, else when its lease runs out)
@@ -106,12 +104,10 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
         return "interrupted: a backing service was unavailable"
     except Exception as exc:
         ctx.log.exception("item %s failed with an unexpected error", item_id)
-        await _finish(ctx, "failed", error={"code": "internal_error",
-                                           "message": f"{type(exc).__name__}: {exc}"[:500]})
-        return "failed: internal_error"
+        return await _finish(ctx, "failed", error={
+            "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:500]})
     else:
-        await _finish(ctx, "completed", result=result)
-        return "completed"
+        return await _finish(ctx, "completed", result=result)
     finally:
         running.remove(ctx, work)
         beat.cancel()
@@ -157,16 +153,15 @@ async def _stopped(kind: Kind, ctx: JobContext) -> str:
             await kind.on_cancel(ctx, ctx.payload)
         except Exception:
             ctx.log.exception("on_cancel of item %s failed", ctx.item_id)
-    await _finish(ctx, "canceled", error={"code": "canceled", "message": "the task was canceled"})
-    return "canceled"
+    return await _finish(ctx, "canceled",
+                         error={"code": "canceled", "message": "the task was canceled"})
 
 
 async def _transient(ctx: JobContext, exc: TransientError) -> str:
     settings = ctx.settings
     if ctx.attempt > settings.max_retries:
-        await _finish(ctx, "failed", error={
+        return await _finish(ctx, "failed", error={
             "code": exc.code, "message": f"{exc.message} (gave up after {ctx.attempt} attempts)"})
-        return f"failed: {exc.code} after {ctx.attempt} attempts"
     jittered = settings.retry_delay(ctx.attempt) * random.uniform(0.8, 1.2)
     delay = max(jittered, exc.retry_after or 0.0)
     retried = await item_store.retry_later(ctx.pool, ctx.item_id, ctx.worker_id, ctx.attempt,
@@ -193,12 +188,15 @@ async def _release(ctx: JobContext) -> None:
 
 
 async def _finish(ctx: JobContext, status: str, *, result: Any = None,
-                  error: dict[str, Any] | None = None) -> None:
+                  error: dict[str, Any] | None = None) -> str:
+    """End the item, if its lease is still ours; what happened, for ARQ's log."""
     finished = await asyncio.shield(item_store.finish(
         ctx.pool, ctx.item_id, ctx.worker_id, status, result=result, error=error))
-    if finished is not None:
-        await publish(ctx.redis, finished.events)
-        if finished.task_status is not None and ctx.settings.webhook_url and (
-                finished.task_status == "failed" or finished.items_failed):
-            await webhooks.task_ended(ctx.http, ctx.settings.webhook_url, ctx.pool, ctx.tenant,
-                                      ctx.task_id)
+    if finished is None:
+        return "abandoned: lease lost"  # another run owns the item now; it wrote nothing here
+    await publish(ctx.redis, finished.events)
+    if finished.task_status is not None and ctx.settings.webhook_url and (
+            finished.task_status == "failed" or finished.items_failed):
+        await webhooks.task_ended(ctx.http, ctx.settings.webhook_url, ctx.pool, ctx.tenant,
+                                  ctx.task_id)
+    return f"{status}: {error['code']}" if error else status

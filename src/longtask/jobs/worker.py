@@ -152,8 +152,21 @@ async def _reap(services: Services) -> int:
 
 async def _reconcile(services: Services) -> int:
     """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
-    ignores a job id it still holds."""
+    ignores a job id it still holds. A pending item whose job a worker took long ago without
+    claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
+    one until job_timeout."""
     pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS)
+    if not pending:
+        return 0
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for job in pending:
+            pipe.exists(redis_keys.arq_in_progress(job.job_id))
+        taken = await pipe.execute()
+    lost = [job for job, held in zip(pending, taken) if held]
+    if lost:
+        log.warning("%d item job(s) were taken by a worker that never claimed them", len(lost))
+        pending = [job for job, held in zip(pending, taken) if not held]
+        pending += await item_store.retake(services.pool, lost)
     return await queue.enqueue(services.redis, services.settings.queue_name, pending)
 
 

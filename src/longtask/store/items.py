@@ -6,6 +6,7 @@ its lease (it stalled, the reaper gave the item to another) writes nothing more.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class PendingJob:
     item_id: str
     job_id: str
     run_after: Any
+    attempt: int = 1  # the attempt this job runs (claims so far + 1)
 
 
 _LEASE = "now() + make_interval(secs => $3)"
@@ -56,9 +58,11 @@ WITH i AS (
     RETURNING task_id, idx, name, progress, stage, message
 ), t AS (
     UPDATE tasks t SET last_seq = t.last_seq + 1, updated_at = now(),
-        progress = least(100, ((SELECT coalesce(sum(o.progress), 0) FROM task_items o
-                                WHERE o.task_id = t.id AND o.id <> $1) + $3)
-                              / greatest(t.items_total, 1)),
+        -- the sum reads the statement's snapshot, taken before the row lock was granted, so it
+        -- may miss a sibling's newer progress: never let the overall percent go backwards
+        progress = greatest(t.progress, least(100,
+            ((SELECT coalesce(sum(o.progress), 0) FROM task_items o
+              WHERE o.task_id = t.id AND o.id <> $1) + $3) / greatest(t.items_total, 1))),
         stage = CASE WHEN t.items_total = 1 THEN i.stage ELSE t.stage END,
         message = CASE WHEN t.items_total = 1 THEN i.message ELSE t.message END
     FROM i WHERE t.id = i.task_id AND t.status = 'running'
@@ -174,7 +178,7 @@ async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, d
         event = await events.append(conn, str(row["task_id"]), "item", _item_data(
             row["idx"], row["name"], "retrying", attempt=row["attempts"], error=error,
             retry_in=delay))
-    return PendingJob(item_id, row["job_id"], row["run_after"]), event
+    return PendingJob(item_id, row["job_id"], row["run_after"], row["attempts"] + 1), event
 
 
 async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
@@ -243,12 +247,27 @@ async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float,
                        limit: int = 1000) -> list[PendingJob]:
     """Pending items of live tasks that have waited a while: the reconciler re-enqueues them."""
     rows = await pool.fetch(
-        "SELECT i.id, i.job_id, i.run_after FROM task_items i JOIN tasks t ON t.id = i.task_id"
+        "SELECT i.id, i.job_id, i.run_after, i.attempts FROM task_items i"
+        " JOIN tasks t ON t.id = i.task_id"
         " WHERE i.status = 'pending' AND t.status IN ('pending', 'running')"
         " AND i.updated_at < now() - make_interval(secs => $1)"
         " ORDER BY i.created_at LIMIT $2",
         older_than_seconds, limit,
     )
+    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1)
+            for r in rows]
+
+
+async def retake(pool: asyncpg.Pool, jobs: list[PendingJob]) -> list[PendingJob]:
+    """Give pending items a new job id for the same attempt: their job was taken by a worker
+    that never claimed them (it died or froze first), and ARQ holds that id for job_timeout."""
+    rows = await pool.fetch(
+        "UPDATE task_items i SET job_id = u.new_id, updated_at = now()"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, old_id, new_id)"
+        " WHERE i.id = u.id AND i.job_id = u.old_id AND i.status = 'pending'"
+        " RETURNING i.id, i.job_id, i.run_after",
+        [j.item_id for j in jobs], [j.job_id for j in jobs],
+        [item_job_id(j.item_id, j.attempt, uuid.uuid4().hex[:8]) for j in jobs])
     return [PendingJob(str(r["id"]), r["job_id"], r["run_after"]) for r in rows]
 
 
