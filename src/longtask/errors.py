@@ -9,7 +9,8 @@
     │   ├── Conflict          409   e.g. cancelling a finished task
     │   ├── Unprocessable     422   well-formed but not acceptable (unknown kind)
     │   ├── PayloadTooLarge   413
-    │   └── Unavailable       503   Postgres or Redis down
+    │   ├── TooManyRequests   429   a tenant over its rate or open-task limit (Retry-After)
+    │   └── Unavailable       503   Postgres or Redis down, or the queue is full
     └── JobError                    raised by a job, stored on its item as {code, message}
         ├── TransientError          retried with backoff: timeouts, 429, 5xx, connection errors
         ├── PermanentError          given up at once: corrupt input, 4xx
@@ -69,6 +70,11 @@ class PayloadTooLarge(ApiError):
 class Unprocessable(ApiError):
     status_code = 422
     code = "unprocessable"
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "rate_limited"
 
 
 class Unavailable(ApiError):

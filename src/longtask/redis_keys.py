@@ -8,6 +8,7 @@ PREFIX = "longtask"
 TASK_CHANNEL_PATTERN = f"{PREFIX}:task:*"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 WORKER_PATTERN = f"{PREFIX}:worker:*"
+RATE_LIMIT_PREFIX = f"{PREFIX}:rate"  # the limits library's keys, per tenant and window
 
 
 def task_channel(task_id: str) -> str:

@@ -43,12 +43,17 @@ class Settings:
     db_pool_min: int = 1
     db_pool_max: int = 10
     cors_origins: tuple[str, ...] = field(default=())
+    # backpressure
+    rate_limit: str = "100/second"  # per tenant, in the limits library's notation; "" = none
+    max_open_tasks: int = 10_000  # per tenant: tasks pending or running
+    max_queue_depth: int = 100_000  # jobs waiting in the shared queue, all tenants
     # uploads and documents
     max_request_bytes: int = 512 * 1024 * 1024
     max_file_bytes: int = 100 * 1024 * 1024
     max_files: int = 200
     max_pages: int = 2000
     parse_processes: int = 2
+    parse_timeout: float = 120.0  # one batch of pages; past it the parser is killed: `timeout`
     chunk_tokens: int = 200
     chunk_overlap: int = 40
     # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
@@ -89,7 +94,10 @@ class Settings:
             max_params_bytes=reader.get("LONGTASK_MAX_PARAMS_BYTES", _positive_int, 256 * 1024),
             db_pool_min=reader.get("LONGTASK_DB_POOL_MIN", _non_negative_int, 1),
             db_pool_max=reader.get("LONGTASK_DB_POOL_MAX", _positive_int, 10),
-            cors_origins=reader.get("LONGTASK_CORS_ORIGINS", _csv, ()),
+            cors_origins=reader.get("LONGTASK_CORS_ORIGINS", _origins, ()),
+            rate_limit=reader.get("LONGTASK_RATE_LIMIT", _rates, "100/second"),
+            max_open_tasks=reader.get("LONGTASK_MAX_OPEN_TASKS", _positive_int, 10_000),
+            max_queue_depth=reader.get("LONGTASK_MAX_QUEUE_DEPTH", _positive_int, 100_000),
             max_request_bytes=reader.get("LONGTASK_MAX_REQUEST_BYTES", _positive_int,
                                          512 * 1024 * 1024),
             max_file_bytes=reader.get("LONGTASK_MAX_FILE_BYTES", _positive_int, 100 * 1024 * 1024),
@@ -97,6 +105,7 @@ class Settings:
             max_pages=reader.get("LONGTASK_MAX_PAGES", _positive_int, 2000),
             parse_processes=reader.get("LONGTASK_PARSE_PROCESSES", _positive_int,
                                        max(1, min(4, os.cpu_count() or 1))),
+            parse_timeout=reader.get("LONGTASK_PARSE_TIMEOUT", _positive_float, 120.0),
             chunk_tokens=reader.get("LONGTASK_CHUNK_TOKENS", _positive_int, 200),
             chunk_overlap=reader.get("LONGTASK_CHUNK_OVERLAP", _non_negative_int, 40),
             llm_url=reader.get("LONGTASK_LLM_URL", _url, None),
@@ -192,6 +201,25 @@ def _url(raw: str) -> str:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = _csv(raw)
+    for origin in origins:
+        if origin == "*":
+            raise ValueError("name the origins; a wildcard would let any site use the API")
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+    return origins
+
+
+def _rates(raw: str) -> str:
+    if raw.lower() in ("off", "none", "0"):
+        return ""
+    from limits import parse_many  # only here and in the web process
+
+    parse_many(raw)  # ValueError for anything it cannot read
+    return raw
 
 
 def _delays(raw: str) -> tuple[float, ...]:

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
 from longtask.api import documents, ops, stream, tasks
+from longtask.api.admission import Admission
 from longtask.api.common import KeyCache
 from longtask.db import create_pool
 from longtask.embed_rpc import RemoteEmbedder
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> Starlette:
             yield {
                 "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
                 "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
+                "admission": Admission(resolved, arq),
                 "query_embedder": query_embedder,
             }
         finally:
@@ -64,9 +66,11 @@ def create_app(settings: Settings) -> Starlette:
     middleware = []
     if settings.cors_origins:
         middleware.append(Middleware(
+            # keys travel in the Authorization header, never in cookies: no credentials mode
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed"], max_age=600,
         ))
     return Starlette(
         routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes],

@@ -38,7 +38,7 @@ class KeyCache:
 
 
 async def authenticate(request: Request) -> str:
-    """The tenant of the request's `Authorization: Bearer <key>`."""
+    """The tenant of the request's `Authorization: Bearer <key>`, counted against its rate."""
     key = _bearer(request)
     if key is None:
         raise Unauthorized("send `Authorization: Bearer <key>`; make a key with "
@@ -46,6 +46,7 @@ async def authenticate(request: Request) -> str:
     tenant = await request.state.keys.tenant(key)
     if tenant is None:
         raise Unauthorized("this API key is unknown or revoked", code="invalid_key")
+    await request.state.admission.request(tenant)
     return str(tenant)
 
 
@@ -58,16 +59,21 @@ async def authenticate_stream(request: Request, task_id: str) -> str:
     if tenant is None:
         raise Unauthorized("this stream token is invalid, expired or for another task",
                            code="invalid_token")
+    await request.state.admission.request(tenant)
     return tenant
 
 
 def task_id(request: Request) -> str:
-    """The `{id}` path value, normalised; anything that is not a UUID is simply not found."""
-    raw = request.path_params["id"]
+    """The `{id}` path value of a task route, normalised."""
+    return uuid_value(request.path_params["id"], "task")
+
+
+def uuid_value(raw: str, what: str) -> str:
+    """An id, normalised; anything that is not a UUID is simply not found."""
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise NotFound(f"no task {raw[:100]!r}") from None
+        raise NotFound(f"no {what} {raw[:100]!r}") from None
 
 
 async def json_body(request: Request, max_bytes: int) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-import uuid
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -15,9 +14,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from longtask.api.common import authenticate, int_query
+from longtask.api.common import authenticate, int_query, uuid_value
 from longtask.api.tasks import accepted, decode_cursor, encode_cursor
-from longtask.errors import InvalidInput, NotFound, PayloadTooLarge, Unprocessable
+from longtask.errors import InvalidInput, PayloadTooLarge, Unprocessable
 from longtask.store import documents as doc_store
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
@@ -37,6 +36,9 @@ async def upload(request: Request) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("send the files as multipart/form-data, each in a `files` field",
                            code="invalid_multipart")
+    # refuse before reading the body: no point storing files for a task that cannot be made
+    await state.admission.room_in_queue()
+    await task_store.ensure_room(state.pool, tenant, settings.max_open_tasks)
     limited = Request(request.scope, _limit(request.receive, settings.max_request_bytes))
     try:
         form = await limited.form(max_files=settings.max_files, max_fields=20)
@@ -57,7 +59,7 @@ async def upload(request: Request) -> Response:
     finally:
         await form.close()
     created = await task_store.create(
-        state.pool, tenant=tenant, kind="ingest", items=items,
+        state.pool, tenant=tenant, kind="ingest", items=items, max_open=settings.max_open_tasks,
         params={"files": [i.name for i in items], "reindex": reindex, "metadata": metadata})
     return await accepted(state, created, documents=[  # which document each file became
         {"filename": i.name, "document_id": i.payload.get("document_id")} for i in items])
@@ -101,7 +103,7 @@ async def search(request: Request) -> Response:
     k = int_query(request, "k", 5, 1, 50)
     document_id = request.query_params.get("document_id") or None
     if document_id is not None:
-        document_id = _uuid(document_id, "document")
+        document_id = uuid_value(document_id, "document")
         await doc_store.get(state.pool, tenant, document_id)  # 404 for another tenant's
     embedder = state.query_embedder
     vector = (await embedder.embed([query]))[0]
@@ -136,7 +138,7 @@ def _metadata(raw: Any) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(str(raw))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInput("`metadata` must be a JSON object", code="invalid_metadata") from None
     if not isinstance(value, dict):
         raise InvalidInput("`metadata` must be a JSON object", code="invalid_metadata")
@@ -144,14 +146,7 @@ def _metadata(raw: Any) -> dict[str, Any]:
 
 
 def _document_id(request: Request) -> str:
-    return _uuid(request.path_params["id"], "document")
-
-
-def _uuid(raw: str, what: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise NotFound(f"no {what} {raw[:100]!r}") from None
+    return uuid_value(request.path_params["id"], "document")
 
 
 def _limit(receive: Receive, max_bytes: int) -> Receive:

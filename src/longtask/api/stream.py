@@ -28,6 +28,7 @@ from longtask.store.events import Event
 
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
 _PAGE = 500
+_MAX_SEQ = 2**63 - 1  # task_events.seq is a bigint
 
 
 async def events(request: Request) -> Response:
@@ -88,8 +89,9 @@ def _resume_point(request: Request) -> int:
     except ValueError:
         raise InvalidInput("Last-Event-ID / `after` must be a sequence number",
                            code="invalid_query") from None
-    if value < 0:
-        raise InvalidInput("Last-Event-ID / `after` must not be negative", code="invalid_query")
+    if not 0 <= value <= _MAX_SEQ:
+        raise InvalidInput(f"Last-Event-ID / `after` must be from 0 to {_MAX_SEQ}",
+                           code="invalid_query")
     return value
 
 

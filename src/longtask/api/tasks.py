@@ -43,10 +43,11 @@ async def submit(request: Request) -> Response:
             deadline, bool) or not 0 < deadline <= _MAX_DEADLINE):
         raise InvalidInput(f"`deadline_seconds` must be a number of seconds up to {_MAX_DEADLINE}",
                            code="invalid_deadline")
+    await state.admission.room_in_queue()
     created = await task_store.create(
         state.pool, tenant=tenant, kind=kind.name, params=params, items=kind.split(params),
         idempotency_key=key, request_hash=params_hash(kind.name, params) if key else None,
-        deadline_seconds=deadline,
+        deadline_seconds=deadline, max_open=state.settings.max_open_tasks,
     )
     return await accepted(state, created)
 
@@ -56,8 +57,10 @@ async def retry(request: Request) -> Response:
     tenant = await authenticate(request)
     state = request.state
     old, items = await task_store.failed_items(state.pool, tenant, task_id(request))
+    await state.admission.room_in_queue()
     created = await task_store.create(state.pool, tenant=tenant, kind=old.kind, params=old.params,
-                                      items=items, retry_of=old.id)
+                                      items=items, retry_of=old.id,
+                                      max_open=state.settings.max_open_tasks)
     return await accepted(state, created)
 
 

@@ -56,6 +56,8 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
     if "rejected" in item:
         raise PermanentError(item["rejected"]["message"], code=item["rejected"]["code"])
     await ctx.progress(1, "checking the file", stage="validate", file=name)
+    if item.get("size") == 0:
+        raise PermanentError("the file is empty (0 bytes)", code="empty")
     head = await files.head(ctx.pool, ctx.tenant, item["file_id"])
     if head is None:
         raise PermanentError("the uploaded file is gone", code="missing")
@@ -105,8 +107,9 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
 
 async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
     """Probe and extract the pages in batches (in parser processes); resumes after a batch."""
-    parser: PdfParser = ctx.resource("pdf_parser",
-                                     lambda: PdfParser(ctx.settings.parse_processes))
+    settings = ctx.settings
+    parser: PdfParser = ctx.resource(
+        "pdf_parser", lambda: PdfParser(settings.parse_processes, settings.parse_timeout))
     name = item["filename"]
     with tempfile.TemporaryDirectory(prefix="longtask-") as scratch:
         path = str(Path(scratch) / "document.pdf")

@@ -43,6 +43,9 @@ class PdfParser:
         self._processes = processes
         self._timeout = timeout
         self._pool: ProcessPoolExecutor | None = None
+        # one call per process at a time, so the time limit counts parsing, not waiting for a
+        # process that another file (a slow one, a bomb) holds
+        self._slots = asyncio.Semaphore(processes)
 
     async def probe(self, path: str, max_pages: int) -> PdfInfo:
         """Page count and title; typed errors for encrypted, corrupt and over-long files."""
@@ -65,27 +68,31 @@ class PdfParser:
             self._pool = None
 
     async def _run(self, fn: Any, *args: Any) -> dict[str, Any]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._processes,
-                                             mp_context=multiprocessing.get_context("spawn"))
         loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, *args),
-                                          self._timeout)
-        except TimeoutError:
-            self._restart()  # the stuck process must not keep a slot
-            raise PermanentError(f"parsing took longer than {self._timeout:g}s",
-                                 code="timeout") from None
-        except BrokenProcessPool:
-            self._restart()
-            raise TransientError("the parser process died", code="parser_crashed") from None
+        async with self._slots:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self._processes,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(pool, fn, *args),
+                                              self._timeout)
+            except TimeoutError:
+                self._kill(pool)  # the stuck process must not keep a slot
+                raise PermanentError(f"parsing took longer than {self._timeout:g}s",
+                                     code="timeout") from None
+            except BrokenProcessPool:
+                self._kill(pool)
+                raise TransientError("the parser process died", code="parser_crashed") from None
 
-    def _restart(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
+    def _kill(self, pool: ProcessPoolExecutor) -> None:
+        """End `pool`'s processes (other calls running in it fail as `parser_crashed`, to be
+        retried); the next call makes a new pool, unless one was made meanwhile."""
+        if self._pool is pool:
+            self._pool = None
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _raise_for(outcome: dict[str, Any]) -> None:
@@ -103,16 +110,15 @@ def _open(path: str) -> Any:
 
 
 def _probe(path: str) -> dict[str, Any]:
-    try:
-        doc = _open(path)
+    try:  # a malformed file may fail on open or later, e.g. a page tree claiming 2e9 pages
+        with _open(path) as doc:
+            if doc.needs_pass:
+                return {"error": "encrypted", "message": "the PDF is password-protected"}
+            if doc.page_count == 0:
+                return {"error": "corrupt", "message": "the PDF has no readable pages"}
+            return {"pages": doc.page_count, "title": (doc.metadata or {}).get("title") or ""}
     except Exception as exc:
         return {"error": "corrupt", "message": f"not a readable PDF: {exc}"[:300]}
-    with doc:
-        if doc.needs_pass:
-            return {"error": "encrypted", "message": "the PDF is password-protected"}
-        if doc.page_count == 0:
-            return {"error": "corrupt", "message": "the PDF has no readable pages"}
-        return {"pages": doc.page_count, "title": (doc.metadata or {}).get("title") or ""}
 
 
 def _extract(path: str, first: int, last: int) -> dict[str, Any]:

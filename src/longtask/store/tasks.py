@@ -9,12 +9,13 @@ from typing import Any
 
 import asyncpg
 
-from longtask.errors import Conflict, NotFound
+from longtask.errors import Conflict, NotFound, TooManyRequests
 from longtask.redis_keys import item_job_id
 from longtask.store.events import TERMINAL, Event, insert_at
 from longtask.store.items import PendingJob
 
 Status = str  # 'pending' | 'running' | 'completed' | 'failed' | 'canceled'
+OPEN_TASKS_RETRY_AFTER = 5  # seconds: a tenant at its limit waits for some tasks to end
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,10 @@ async def create(
     request_hash: str | None = None,
     retry_of: str | None = None,
     deadline_seconds: float | None = None,
+    max_open: int | None = None,
 ) -> Created:
-    """Store a task, its items (the enqueue intent) and its first event together."""
+    """Store a task, its items (the enqueue intent) and its first event together; with
+    `max_open`, only while the tenant has fewer open tasks than that (else TooManyRequests)."""
     item_ids = [str(uuid.uuid4()) for _ in items]
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -104,6 +107,8 @@ async def create(
         )
         if row is None:
             return await _replay(conn, tenant, idempotency_key, request_hash)
+        if max_open is not None:  # counted with the new row: a replay above is never refused
+            await ensure_room(conn, tenant, max_open, adding=0)
         task = _task(row)
         job_ids = [item_job_id(item_id, 1) for item_id in item_ids]
         await conn.execute(
@@ -118,6 +123,20 @@ async def create(
         )
     jobs = [PendingJob(i, j, None) for i, j in zip(item_ids, job_ids)]
     return Created(task, jobs, [event], replayed=False)
+
+
+async def ensure_room(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, max_open: int, *,
+                      adding: int = 1) -> None:
+    """TooManyRequests if `adding` more open (pending or running) tasks would put the tenant
+    over `max_open`. The count stops at the limit, so a busy tenant costs no more than that."""
+    count = await pool.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1"
+        " AND status IN ('pending', 'running') LIMIT $2) AS open", tenant, max_open + 1)
+    if count + adding > max_open:
+        raise TooManyRequests(
+            f"this tenant has {max_open} tasks pending or running, its limit; wait for some to "
+            "end or cancel them", code="too_many_open_tasks",
+            headers={"Retry-After": str(OPEN_TASKS_RETRY_AFTER)})
 
 
 async def get(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, task_id: str) -> Task:

@@ -7,6 +7,8 @@ What PyMuPDF 1.28 does with the bad ones (the ingest pipeline's typed errors fol
   little of the second, none of the third
 - `scanned_pdf`: pages with an image and no text layer                  -> `empty`
 - `not_a_pdf`, `pdf_named_but_text`: no `%PDF-` in the first bytes      -> `unsupported_type`
+- `absurd_page_count_pdf`: "Invalid number of pages" on open             -> `corrupt`
+- `bomb_pdf`: a small file whose page takes seconds to parse             -> `timeout` (parse limit)
 """
 
 from __future__ import annotations
@@ -89,6 +91,28 @@ def many_pages_pdf(n: int, words_per_page: int = 300, seed: int = 0) -> bytes:
         doc.new_page(width=_PAGE.width, height=_PAGE.height).insert_textbox(
             _BOX, f"Page {number}. {words.capitalize()}.", fontsize=9, fontname="helv")
     data = doc.tobytes(garbage=3, deflate=True)
+    doc.close()
+    return data
+
+
+def absurd_page_count_pdf() -> bytes:
+    """One real page under a page tree that claims two billion."""
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "One page, whatever the page tree says.")
+    data = doc.tobytes(garbage=0, deflate=False, no_new_id=True)
+    doc.close()
+    return data.replace(b"/Count 1", b"/Count 2000000000")
+
+
+def bomb_pdf(operators: int = 300_000) -> bytes:
+    """A decompression bomb: one page whose few kilobytes of compressed content stream inflate
+    to `operators` text-drawing operators (70 bytes each), slow to parse."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "x")
+    ops = b"BT /F1 1 Tf 10 10 Td " + (b"(" + b"a" * 64 + b") Tj ") * operators + b"ET"
+    doc.update_stream(page.get_contents()[0], ops)  # stored deflated
+    data = doc.tobytes(garbage=0, deflate=True)
     doc.close()
     return data
 
