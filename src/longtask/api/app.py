@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
-from longtask.api import documents, ops, stream, tasks
+from longtask.api import documents, openapi, ops, stream, tasks
 from longtask.api.admission import Admission
 from longtask.api.common import KeyCache
 from longtask.db import create_pool
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Starlette:
     registry = Registry.from_modules(settings.kinds)
+    described = openapi.spec(registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             yield {
                 "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
                 "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
-                "admission": Admission(resolved, arq),
+                "admission": Admission(resolved, arq), "openapi": described,
                 "query_embedder": query_embedder,
             }
         finally:
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
             expose_headers=["Location", "Retry-After", "Idempotent-Replayed"], max_age=600,
         ))
     return Starlette(
-        routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes],
+        routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes, *openapi.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

@@ -33,7 +33,7 @@ async def submit(request: Request) -> Response:
     if not isinstance(body, dict):
         raise InvalidInput('the body must be a JSON object: {"kind": ..., "params": {...}}')
     kind = state.registry.for_submit(body.get("kind"))
-    params = body.get("params", {})
+    params = {} if body.get("params") is None else body["params"]
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
         raise InvalidInput(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",

@@ -1,0 +1,50 @@
+"""GET /openapi.json describes every route, and a bounded schemathesis run against the live
+server (real web and worker processes) finds no 5xx and no answer that breaks the schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from longtask.api import documents, openapi, ops, stream, tasks
+
+CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformance,"
+          "content_type_conformance")
+
+
+async def test_the_document_names_every_route(web: Any) -> None:
+    async with httpx.AsyncClient(base_url=web.url) as client:
+        described = (await client.get("/openapi.json")).json()
+    assert described["openapi"].startswith("3.1")
+    served = {(method.lower(), route.path)
+              for route in [*tasks.routes, *stream.routes, *documents.routes, *ops.routes,
+                            *openapi.routes]
+              for method in route.methods or () if method != "HEAD"}
+    listed = {(method, path) for path, ops_ in described["paths"].items() for method in ops_}
+    assert listed == served
+    kinds = described["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]["kind"]["enum"]
+    assert "demo" in kinds and "test.echo" in kinds and "ingest" not in kinds  # public ones
+
+
+async def test_schemathesis_finds_no_5xx_and_no_schema_violation(make_stack: Any,
+                                                                 tmp_path: Path) -> None:
+    # a stack with only the built-in kinds: fuzzed submissions must not start endless tasks
+    stack = await make_stack(LONGTASK_KINDS="", LONGTASK_RATE_LIMIT="off")
+    command = [
+        str(Path(sys.executable).with_name("st")), "run", f"{stack.web.url}/openapi.json",
+        "--header", f"Authorization: Bearer {stack.key}", "--checks", CHECKS,
+        "--max-examples", "25", "--seed", "1", "--workers", "2", "--request-timeout", "20",
+        "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
+        "--exclude-path", "/tasks/{id}/events",  # an endless stream; tests/api/test_stream.py
+        "--report", "junit", "--report-dir", str(tmp_path), "--no-color"]
+    run = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(run.communicate(), timeout=600)
+    text = output.decode(errors="replace")
+    assert run.returncode == 0, text[-6000:]
+    assert "passed" in text.lower()
