@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 import httpx
 from httpx_sse import connect_sse
 
+from longtask import client_follow as streams
 from longtask import client_http as calls
 from longtask.client_async import AsyncClient
 from longtask.client_errors import ClientError
-from longtask.client_http import Call, Cursor, UploadItem
+from longtask.client_follow import Cursor
+from longtask.client_http import Call, UploadItem
 from longtask.client_models import Event, SearchHit, Stats, Task, TaskPage, Upload
 
 __all__ = ["AsyncClient", "Client", "ClientError", "Event", "SearchHit", "Stats", "Task",
@@ -118,11 +120,11 @@ class Client:
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """The task once it has ended; follows its events, or polls if the stream fails.
         `WaitTimeout` after `timeout` seconds."""
-        poll = calls.Poll(task_id, timeout)
+        poll = streams.Poll(task_id, timeout)
         first = self.get(task_id)
         if first.terminal:
             return first
-        with suppress(*calls.POLL_THROUGH):
+        with suppress(*streams.POLL_THROUGH):
             for _ in self._follow(task_id, Cursor(task_id, first.last_seq), poll.when):
                 pass
         while (task := poll.result(self._poll_once(task_id))) is None:
@@ -148,10 +150,10 @@ class Client:
             try:
                 with connect_sse(self._http, "GET", calls.events_path(task_id),
                                  headers=cursor.headers(),
-                                 timeout=calls.stream_timeout(self._timeout, when)) as source:
+                                 timeout=streams.stream_timeout(self._timeout, when)) as source:
                     if source.response.status_code >= 400:
                         source.response.read()
-                    if not calls.opened(source.response):
+                    if not streams.opened(source.response):
                         return
                     if when is not None:
                         source.response.stream = _Deadline(source.response.stream, cursor, when)
@@ -160,7 +162,7 @@ class Client:
                             yield event
                         if cursor.done:
                             return
-            except calls.RECONNECT as exc:
+            except streams.RECONNECT as exc:
                 failure = exc
             time.sleep(cursor.backoff(failure, when))
 
@@ -174,7 +176,7 @@ class _Deadline(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._stream:
-            if timeout := calls.expired(self._cursor.task_id, self._when):
+            if timeout := streams.expired(self._cursor.task_id, self._when):
                 raise timeout
             yield chunk
 

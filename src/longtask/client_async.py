@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 import httpx
 from httpx_sse import aconnect_sse
 
+from longtask import client_follow as streams
 from longtask import client_http as calls
 from longtask.client_errors import ClientError, WaitTimeout
-from longtask.client_http import Call, Cursor, UploadItem
+from longtask.client_follow import Cursor
+from longtask.client_http import Call, UploadItem
 from longtask.client_models import Event, SearchHit, Stats, Task, TaskPage, Upload
 
 T = TypeVar("T")
@@ -97,11 +99,11 @@ class AsyncClient:
             raise WaitTimeout(f"task {task_id} did not end within {timeout} s") from None
 
     async def _wait(self, task_id: str) -> Task:
-        poll = calls.Poll(task_id, None)  # the deadline is the caller's asyncio.timeout
+        poll = streams.Poll(task_id, None)  # the deadline is the caller's asyncio.timeout
         first = await self.get(task_id)
         if first.terminal:
             return first
-        with suppress(*calls.POLL_THROUGH):
+        with suppress(*streams.POLL_THROUGH):
             async for _ in self._follow(task_id, Cursor(task_id, first.last_seq)):
                 pass
         while (task := poll.result(await self._poll_once(task_id))) is None:
@@ -127,16 +129,16 @@ class AsyncClient:
             try:
                 async with aconnect_sse(self._http, "GET", calls.events_path(task_id),
                                         headers=cursor.headers(),
-                                        timeout=calls.stream_timeout(self._timeout, None)) as src:
+                                        timeout=streams.stream_timeout(self._timeout, None)) as src:
                     if src.response.status_code >= 400:
                         await src.response.aread()
-                    if not calls.opened(src.response):
+                    if not streams.opened(src.response):
                         return
                     async for sse in src.aiter_sse():
                         if (event := cursor.accept(sse)) is not None:
                             yield event
                         if cursor.done:
                             return
-            except calls.RECONNECT as exc:
+            except streams.RECONNECT as exc:
                 failure = exc
             await asyncio.sleep(cursor.backoff(failure))
