@@ -44,6 +44,9 @@ async def test_submit_get_pages_stats_and_delete(client_a: Client, live_worker: 
     assert every == [t.id for t in reversed(submitted)]  # newest first, each once
     assert list(client_a.iter_tasks(status="failed")) == []
     assert client_a.stats().by_status == {"completed": 5}
+    replay = list(client_a.follow(done[0].id))  # an ended task: its whole history, then the end
+    assert [e.seq for e in replay] == list(range(1, done[0].last_seq + 1)) and replay[-1].terminal
+    assert list(client_a.follow(done[0].id, after=done[0].last_seq)) == []  # 204: nothing more
 
     again = client_a.submit("test.echo", {"n": 9}, idempotency_key="once")
     assert client_a.submit("test.echo", {"n": 9}, idempotency_key="once").id == again.id
@@ -139,6 +142,21 @@ async def test_upload_and_search(client_a: Client, tenant_b: Tenant, live_worker
     assert all(h.document_id == up.documents[0].id for h in hits)
     with Client(client_a.base_url, tenant_b.key) as other, pytest.raises(NotFound):
         other.search("levain", document_id=up.documents[0].id)  # a real id, not theirs
+
+
+async def test_the_readme_example_runs(tenant_a: Tenant, web: Web, live_worker: Worker,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python client and CLI"):]
+    example = section[section.index("```python") + 9:section.index("```\n", 10)]
+    monkeypatch.setenv("LONGTASK_URL", web.url)
+    monkeypatch.setenv("LONGTASK_API_KEY", tenant_a.key)
+    monkeypatch.chdir(ROOT)
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1 status {'status': 'pending'") and "completed" in out
+    assert "sourdough.pdf p.1" in out[out.index("completed") + 1]
 
 
 def _assert_whole_stream(got: list[Event], replay: list[tuple[int, str, dict]]) -> None:
