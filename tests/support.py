@@ -200,6 +200,8 @@ class CuttableProxy:
         self.target_port = target_port
         self.connections = 0  # accepted so far, refused ones included
         self.refusing = False
+        self.no_streams = False  # answer event-stream requests 502, as a buffering proxy might
+        self.streams_refused = 0
         self._open: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
@@ -235,6 +237,11 @@ class CuttableProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if src is reader and self.no_streams and b"/events" in data.split(b"\r\n")[0]:
+                        self.streams_refused += 1
+                        writer.write(_BAD_GATEWAY)
+                        await writer.drain()
+                        break
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -244,3 +251,8 @@ class CuttableProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._open.difference_update((writer, up_writer))
+
+
+_BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 48\r\nConnection: close\r\n\r\n"
+                b'{"error": "bad_gateway", "detail": "no streams"}')

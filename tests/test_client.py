@@ -219,6 +219,28 @@ async def test_async_follow_survives_a_dropped_connection_while_live(
     _assert_whole_stream(got, await sse_events(tenant_a.client, task_id))
 
 
+async def test_wait_polls_when_the_stream_is_refused(tenant_a: Tenant, web: Web, redis: Redis,
+                                                    live_worker: Worker) -> None:
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.echo", "params": {"gate": "gate:poll"}})).json()["id"]
+    async with CuttableProxy(web.port) as proxy:
+        proxy.no_streams = True
+
+        def wait() -> str:
+            with Client(proxy.url, tenant_a.key) as client:
+                return client.wait(task_id, timeout=60).status
+
+        waiting = asyncio.create_task(asyncio.to_thread(wait))
+        await wait_for(lambda: _refused(proxy), what="the event stream to be refused")
+        await redis.set("gate:poll", 1)
+        assert await asyncio.wait_for(waiting, 60) == "completed"  # found by polling
+        assert proxy.streams_refused == 1
+
+
+async def _refused(proxy: CuttableProxy) -> bool:
+    return proxy.streams_refused > 0
+
+
 async def _status(tenant: Tenant, task_id: str, status: str) -> bool:
     return bool((await tenant.client.get(f"/tasks/{task_id}")).json()["status"] == status)
 
