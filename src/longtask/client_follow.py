@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from httpx_sse import ServerSentEvent
+from httpx_sse import ServerSentEvent, SSEError
 
 from longtask import client_models as models
 from longtask.client_errors import (ClientError, ConnectionFailed, RateLimited, ServerError,
@@ -79,7 +79,7 @@ class _Gap(Exception):
 
 
 # what makes `follow` reconnect rather than raise, and what `wait` outlives by polling
-RECONNECT = (httpx.TransportError, Unavailable, _Gap)
+RECONNECT = (httpx.TransportError, Unavailable, _Gap, SSEError)  # SSEError: not an event stream
 POLL_THROUGH = (ConnectionFailed, ServerError, RateLimited)
 
 

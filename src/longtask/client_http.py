@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from longtask import client_models as models
-from longtask.client_errors import ClientError, ConnectionFailed, error_for
+from longtask.client_errors import ClientError, ConnectionFailed, ServerError, error_for
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -57,7 +57,11 @@ def answer(response: httpx.Response, parse: Callable[[httpx.Response], T]) -> T:
     """The parsed answer, or the typed error for a 4xx/5xx."""
     if response.status_code >= 400:
         raise error_for(response)
-    return parse(response)
+    try:
+        return parse(response)
+    except (ValueError, KeyError, TypeError) as exc:  # e.g. a proxy's HTML page with a 200
+        raise ServerError(f"an answer that is not longtask's: {response.text[:200]!r}",
+                          status=response.status_code, code="bad_answer") from exc
 
 
 def transport_error(exc: httpx.TransportError, url: str) -> ConnectionFailed:
