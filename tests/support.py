@@ -190,3 +190,69 @@ async def wait_status(client: httpx.AsyncClient, task_id: str, statuses: set[str
         return task if task["status"] in statuses else None
 
     return await wait_for(check, timeout, f"task {task_id} to reach {statuses}")
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback in front of a web process, whose connections a test can cut,
+    and which can refuse new ones for a while: a real dropped connection, as a client sees it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.connections = 0  # accepted so far, refused ones included
+        self.refusing = False
+        self.no_streams = False  # answer event-stream requests 502, as a buffering proxy might
+        self.streams_refused = 0
+        self._open: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Drop every open connection, both ways, at once."""
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.refusing:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._open.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    if src is reader and self.no_streams and b"/events" in data.split(b"\r\n")[0]:
+                        self.streams_refused += 1
+                        writer.write(_BAD_GATEWAY)
+                        await writer.drain()
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._open.difference_update((writer, up_writer))
+
+
+_BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 48\r\nConnection: close\r\n\r\n"
+                b'{"error": "bad_gateway", "detail": "no streams"}')

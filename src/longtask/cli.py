@@ -4,6 +4,13 @@
     longtask keys create --tenant NAME     make an API key (printed once, stored hashed)
     longtask dev                           embedded services + migrations + web + worker
     longtask demo                          `dev`, then ingest the samples live and search them
+
+    longtask submit FILES... [--follow]    upload PDFs to a server; --follow shows them live
+    longtask watch ID                      follow a task live (Ctrl-C offers to cancel it)
+    longtask ls | show ID | cancel ID | retry ID | search QUERY
+                                           (server and key: --url/--key or LONGTASK_URL and
+                                            LONGTASK_API_KEY; exit 0 completed, 1 failed,
+                                            2 usage or configuration, 130 Ctrl-C)
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from longtask import embedded
+from longtask import client_cli, embedded
 from longtask.db import create_pool
 from longtask.db.migrate import migrate
 from longtask.errors import ConfigError
@@ -45,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--workers", type=int, default=1)
     demo = sub.add_parser("demo", help="run everything locally: ingest the samples, search them")
     demo.add_argument("--query", default="how long should the levain rise before mixing?")
+    client_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if (code := client_cli.run(args)) is not None:
+        return code
     try:
         settings = embedded.resolve(Settings.from_env())
         if args.command == "migrate":
