@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
-from longtask.api import documents, ops, stream, tasks
+from longtask.api import documents, ops, stream, tasks, web
 from longtask.api.common import KeyCache
 from longtask.db import create_pool
 from longtask.embed_rpc import RemoteEmbedder
@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> Starlette:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         ))
     return Starlette(
-        routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes],
+        routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes, *web.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
