@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo dev test setup system-deps migrate clean-data
+.PHONY: demo dev test setup system-deps browser-deps migrate clean-data
 
 demo: setup                     ## set up, start everything locally, run a job and follow it
 	$(BIN)/longtask demo
@@ -12,7 +12,7 @@ demo: setup                     ## set up, start everything locally, run a job a
 dev: setup                      ## web + worker on embedded Postgres and Redis until Ctrl-C
 	$(BIN)/longtask dev
 
-test: setup                     ## the test suite (real Postgres, Redis, uvicorn, workers)
+test: setup browser-deps        ## the test suite (real Postgres, Redis, uvicorn, workers, chromium)
 	$(BIN)/pytest
 
 migrate: setup
@@ -24,11 +24,22 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+# playwright-core (pinned in tests/web/package-lock.json) drives Debian's chromium in the
+# dashboard test; it downloads no browser of its own
+browser-deps: system-deps tests/web/node_modules/.installed
+
+tests/web/node_modules/.installed: tests/web/package.json tests/web/package-lock.json
+	cd tests/web && npm ci --no-audit --no-fund
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
