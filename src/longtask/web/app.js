@@ -95,9 +95,9 @@ async function follow(taskId) {
   if (view.ended) return;
   const current = view;
   stream = new TaskStream(api, taskId, task.last_seq, {
-    onEvent: (type, data) => {
+    onEvent: (type, data, seq) => {
       if (view !== current) return;
-      current.apply(type, data);
+      current.apply(type, data, seq);
       current.render();
       if (type === "status" && current.ended) loadTasks().catch(showError);
     },
@@ -107,7 +107,11 @@ async function follow(taskId) {
       current.applyStatus({ status: ended.status, error: ended.error, result: ended.result });
       current.render();
     },
-    onError: showError,
+    onState: (state) => {
+      if (view !== current) return;
+      current.streamState = state;
+      current.render();
+    },
   });
   await stream.open();
 }
@@ -176,7 +180,8 @@ function resultRow(hit) {
   return el("li", { class: "result" },
     el("div", { class: "bar-line" },
       el("span", { class: "result-file", text: hit.filename }),
-      el("span", { class: "result-pages muted", text: `${pages} · score ${hit.score.toFixed(2)}` })),
+      el("span", { class: "result-pages muted",
+                   text: `${pages} · score ${hit.score.toFixed(2)}` })),
     el("p", { class: "snippet", text }));
 }
 

@@ -5,20 +5,21 @@
 // 204 when the task has ended and every event was sent. On giving up we ask the task itself: if
 // it ended and we saw its last event, we are done; otherwise fetch a fresh token and reopen with
 // ?after=<last seq seen>. Events at or below the last seen sequence number are dropped, so a
-// replay never counts twice.
+// replay never counts twice. A failure on the way is reported as the stream's state
+// ("reconnecting", with the reason), not as an error of the page: it mends itself.
 
 const TYPES = ["status", "item", "progress"];
 export const TERMINAL = ["completed", "failed", "canceled"];
 const MAX_BACKOFF_MS = 15000;
 
 export class TaskStream {
-  constructor(api, taskId, lastSeq, { onEvent, onEnd, onError }) {
+  constructor(api, taskId, lastSeq, { onEvent, onEnd, onState }) {
     this.api = api;
     this.taskId = taskId;
     this.lastSeq = lastSeq;
     this.onEvent = onEvent;
     this.onEnd = onEnd;
-    this.onError = onError;
+    this.onState = onState;
     this.source = null;
     this.timer = null;
     this.failures = 0;
@@ -31,8 +32,7 @@ export class TaskStream {
     try {
       grant = await this.api.post(`/tasks/${this.taskId}/stream-token`);
     } catch (err) {
-      this.onError(err);
-      this.later();
+      this.later(err);
       return;
     }
     if (this.stopped) return;
@@ -41,9 +41,14 @@ export class TaskStream {
     const source = new EventSource(url);
     this.source = source;
     for (const type of TYPES) source.addEventListener(type, (e) => this.receive(e));
-    source.addEventListener("open", () => { this.failures = 0; });
+    source.addEventListener("open", () => {
+      this.failures = 0;
+      this.onState("live");
+    });
     source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED && source === this.source) this.recover();
+      if (source !== this.source) return;
+      if (source.readyState === EventSource.CLOSED) this.recover();
+      else this.onState("reconnecting");
     });
   }
 
@@ -58,6 +63,7 @@ export class TaskStream {
 
   async recover() {
     this.source = null;
+    this.onState("reconnecting");
     try {
       const task = await this.api.get(`/tasks/${this.taskId}`);
       if (TERMINAL.includes(task.status) && task.last_seq <= this.lastSeq) {
@@ -66,19 +72,22 @@ export class TaskStream {
         return;
       }
     } catch (err) {
-      this.onError(err);
+      this.later(err);
+      return;
     }
     this.later();
   }
 
-  later() {
+  later(err) {
     if (this.stopped) return;
+    this.onState(err ? `reconnecting (${err.message})` : "reconnecting");
     this.failures += 1;
     const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(this.failures, 6));
     this.timer = setTimeout(() => this.open(), delay);
   }
 
   stop() {
+    if (!this.stopped) this.onState("ended");
     this.stopped = true;
     clearTimeout(this.timer);
     this.source?.close();

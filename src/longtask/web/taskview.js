@@ -13,6 +13,9 @@ export class TaskView {
     this.status = task.status;
     this.percent = task.progress;
     this.error = task.error;
+    this.lastSeq = task.last_seq;
+    this.received = 0;  // events applied since the snapshot: each once, however often we reconnect
+    this.streamState = TERMINAL.includes(task.status) ? "ended" : "connecting";
     this.items = new Map();
     for (const item of task.items ?? []) {
       this.items.set(item.index, {
@@ -26,7 +29,9 @@ export class TaskView {
     return TERMINAL.includes(this.status);
   }
 
-  apply(type, data) {
+  apply(type, data, seq) {
+    this.lastSeq = seq;
+    this.received += 1;
     if (type === "status") this.applyStatus(data);
     else if (type === "item") this.applyItem(data);
     else if (type === "progress") this.applyProgress(data);
@@ -81,9 +86,13 @@ export class TaskView {
     $("current-id").textContent = this.id.slice(0, 8);
     $("current-id").title = this.id;
     const badge = $("current-status");
-    badge.textContent = this.error ? `${this.status}: ${this.error.code}` : this.status;
+    const failed = [...this.items.values()].filter((i) => i.status === "failed").length;
+    badge.textContent = this.error ? `${this.status}: ${this.error.code}`
+      : this.status === "completed" && failed ? `completed · ${failed} failed` : this.status;
     badge.dataset.state = this.status;
     $("overall-bar").value = this.percent;
+    $("current-live").textContent =
+      `stream ${this.streamState} · last event #${this.lastSeq} · ${this.received} received`;
     const done = [...this.items.values()].filter((i) => FINAL_ITEM.includes(i.status)).length;
     $("overall-text").textContent =
       `${percentText(this.percent)} · ${done} of ${this.items.size} done`;
