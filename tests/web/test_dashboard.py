@@ -14,9 +14,14 @@ from redis.asyncio import Redis
 from longtask.testing import pdfs
 from tests.conftest import Tenant
 from tests.support import ROOT, Web, Worker, wait_for, wait_status
-from tests.web.driver import ARTIFACTS, Scenario
+from tests.web.driver import ARTIFACTS, Scenario, browser_or_skip
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(autouse=True)
+def _browser() -> None:
+    browser_or_skip()  # before a test starts anything of its own
 
 
 def _sample_paths(count: int) -> list[str]:
@@ -91,7 +96,9 @@ async def test_the_page_catches_up_after_the_server_restarts_and_its_token_is_re
         seen = await page.seen()
 
     before, after = seen["before"], seen["after"]
-    first_seq = int(re.search(r"#(\d+)", before["live"]).group(1))
+    opened = re.search(r"#(\d+)", before["live"])
+    assert opened, before
+    first_seq = int(opened.group(1))
     assert before["live"] == f"stream live · last event #{first_seq} · 0 received"
     assert before["status"] == "running" and before["files"][0]["state"] == "running"
     # every event after the snapshot, each exactly once
