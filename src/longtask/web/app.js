@@ -56,6 +56,8 @@ $("key-form").addEventListener("submit", action(async () => {
 $("key-clear").addEventListener("click", action(() => {
   localStorage.removeItem(KEY_STORAGE);
   stream?.stop();
+  view = null;
+  $("current").hidden = true;
   showKey();
   $("tasks").replaceChildren();
   $("results").replaceChildren();
