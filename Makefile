@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo dev test setup system-deps migrate clean-data
+# install Debian packages named in $(1), if any (only what is missing is named)
+apt_install = if [ -n "$(1)" ]; then echo "installing:$(1)"; \
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1); fi
+
+.PHONY: demo dev test setup system-deps browser-deps migrate clean-data
 
 demo: setup                     ## set up, start everything locally, run a job and follow it
 	$(BIN)/longtask demo
@@ -12,7 +16,7 @@ demo: setup                     ## set up, start everything locally, run a job a
 dev: setup                      ## web + worker on embedded Postgres and Redis until Ctrl-C
 	$(BIN)/longtask dev
 
-test: setup                     ## the test suite (real Postgres, Redis, uvicorn, workers)
+test: setup browser-deps        ## the test suite (real Postgres, Redis, uvicorn, workers, chromium)
 	$(BIN)/pytest
 
 migrate: setup
@@ -25,10 +29,22 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$$missing)
+
+# playwright-core (pinned in tests/web/package-lock.json) drives Debian's chromium in the
+# dashboard test; it downloads no browser of its own
+browser-deps: tests/web/node_modules/.installed
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	$(call apt_install,$$missing)
+
+tests/web/node_modules/.installed: tests/web/package.json tests/web/package-lock.json
+	@missing=""; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	$(call apt_install,$$missing)
+	cd tests/web && npm ci --no-audit --no-fund
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
