@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -62,3 +63,13 @@ async def sleepy(ctx: longtask.JobContext, params: Any) -> None:
     """Outlives its soft timeout."""
     await ctx.progress(10, "dozing")
     await ctx.sleep(30)
+
+
+@longtask.kind("test.stubborn", timeout=600)
+async def stubborn(ctx: longtask.JobContext, params: Any) -> None:
+    """Swallows its first cancellation (a badly behaved kind): only the hard limit stops it."""
+    try:
+        await asyncio.sleep(600)
+    except asyncio.CancelledError:
+        pass
+    await asyncio.sleep(600)

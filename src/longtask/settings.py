@@ -123,6 +123,8 @@ class Settings:
                 "LONGTASK_HEARTBEAT_SECONDS must be shorter than LONGTASK_LEASE_SECONDS "
                 f"({settings.heartbeat_seconds} >= {settings.lease_seconds})"
             )
+        if settings.job_timeout < 5:
+            raise ConfigError("LONGTASK_JOB_TIMEOUT must be at least 5 seconds")
         if settings.item_timeout >= settings.job_timeout:
             raise ConfigError("LONGTASK_ITEM_TIMEOUT (soft) must be shorter than "
                               "LONGTASK_JOB_TIMEOUT (hard)")

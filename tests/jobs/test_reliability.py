@@ -75,3 +75,12 @@ async def test_a_soft_timeout_fails_the_item_as_timeout(tenant_a: Tenant,
     task = await wait_status(tenant_a.client, task_id, {"completed", "failed"}, timeout=10)
     assert task["status"] == "failed"
     assert task["error"] == {"code": "timeout", "message": "took longer than 0.5s"}
+
+
+async def test_the_hard_limit_fails_an_item_that_ignores_the_soft_one(make_stack: Any) -> None:
+    stack = await make_stack(LONGTASK_JOB_TIMEOUT="5", LONGTASK_ITEM_TIMEOUT="1")
+    task_id = (await stack.client.post("/tasks", json={"kind": "test.stubborn"})).json()["id"]
+    task = await wait_status(stack.client, task_id, {"completed", "failed"}, timeout=30)
+    assert task["status"] == "failed" and task["error"]["code"] == "timeout"
+    assert "hard limit of 5s" in task["error"]["message"]
+    assert task["items"][0]["attempts"] == 1  # failed, not handed back to run forever

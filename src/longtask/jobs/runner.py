@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from typing import Any
 
 from longtask import queue, webhooks
@@ -25,6 +26,8 @@ from longtask.store import items as item_store
 from longtask.store.events import TERMINAL
 
 log = logging.getLogger(__name__)
+
+_HARD_LIMIT_SLACK = 1.0  # seconds: a run cancelled this close to job_timeout hit the hard limit
 
 
 class Running:
@@ -78,16 +81,23 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     work = asyncio.create_task(_call(kind, ctx, claim.payload), name=f"item:{item_id}")
     running.add(ctx, work)
     beat = asyncio.create_task(_heartbeat(ctx, work, services), name=f"heartbeat:{item_id}")
+    started = time.monotonic()
     try:
         result = await asyncio.shield(work)
     except asyncio.CancelledError:
         if not work.done():
-            # this job was cancelled from outside (shutdown, the hard timeout): stop the function
-            # and hand the item back at once, to resume from its checkpoint on any worker
+            # this job was cancelled from outside: stop the function, then either it hit ARQ's
+            # hard limit (it would again: fail it), or the worker is stopping (hand it back at
+            # once, to resume from its checkpoint on any worker)
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
-            await asyncio.shield(_release(ctx))
+            if time.monotonic() - started >= settings.job_timeout - _HARD_LIMIT_SLACK:
+                await asyncio.shield(_finish(ctx, "failed", error={
+                    "code": "timeout", "message": f"stopped at the hard limit of "
+                    f"{settings.job_timeout:g}s (LONGTASK_JOB_TIMEOUT)"}))
+            else:
+                await asyncio.shield(_release(ctx))
             raise
         return await _stopped(kind, ctx)  # our own stop(): a cancel or a lost lease
     except JobCanceled:
@@ -118,7 +128,9 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
 async def _call(kind: Kind, ctx: JobContext, payload: Any) -> Any:
     """The kind's function under the soft timeout; past it, the kind cleans up as for a cancel
     and the item fails as `timeout`."""
-    limit = kind.timeout or ctx.settings.item_timeout
+    # a kind's own limit, but never past the hard one: the soft limit is the one that cleans up
+    limit = min(kind.timeout or ctx.settings.item_timeout,
+                ctx.settings.job_timeout - 2 * _HARD_LIMIT_SLACK)
     try:
         async with asyncio.timeout(limit):
             return await kind.handler(ctx, payload)
