@@ -23,13 +23,15 @@ from longtask.pipeline.embed import Embedder
 
 log = logging.getLogger(__name__)
 
-_STALE_SECONDS = 10.0  # a request nobody took within this long has been given up on
+# a worker that has just started loads its model first (10-20 s on 2 busy cores): a search
+# waits that out rather than failing; a request nobody took within this long was given up on
+WAIT_SECONDS = 30.0
 
 
 class RemoteEmbedder:
     """An Embedder whose work a worker does."""
 
-    def __init__(self, redis: Redis, model: str, timeout: float = 10.0) -> None:
+    def __init__(self, redis: Redis, model: str, timeout: float = WAIT_SECONDS) -> None:
         self._redis = redis
         self.model = model
         self._timeout = timeout
@@ -57,7 +59,7 @@ async def serve(redis: Redis, embedder: Embedder) -> None:
             if popped is None:
                 continue
             request = json.loads(popped[1])
-            if time.time() - request.get("at", 0) > _STALE_SECONDS:
+            if time.time() - request.get("at", 0) > WAIT_SECONDS:
                 continue
             reply_key = redis_keys.embed_reply(request["id"])
             try:

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 Splitter = Callable[[Any], Iterable[Any]]
 
-BUILTIN_MODULES = ("longtask.builtin_kinds", "longtask.jobs.ingest")
+BUILTIN_MODULES = ("longtask.builtin_kinds", "longtask.jobs.ingest", "longtask.jobs.agent",
+                   "longtask.jobs.generate")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ TASK_CHANNEL_PATTERN = f"{PREFIX}:task:*"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 WORKER_PATTERN = f"{PREFIX}:worker:*"
 RATE_LIMIT_PREFIX = f"{PREFIX}:rate"  # the limits library's keys, per tenant and window
+PROVIDER_LIMIT_PREFIX = f"{PREFIX}:provider"  # requests and tokens sent to the LLM provider
 
 
 def task_channel(task_id: str) -> str:

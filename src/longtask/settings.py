@@ -61,6 +61,8 @@ class Settings:
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_timeout: float = 60.0
+    llm_rate: str = ""  # requests to the LLM, shared by all workers, e.g. "500/minute"
+    llm_token_rate: str = ""  # tokens to the LLM, likewise, e.g. "200000/minute"
     embed_url: str | None = None
     embed_api_key: str | None = None
     embed_model: str = "all-MiniLM-L6-v2"
@@ -112,6 +114,8 @@ class Settings:
             llm_api_key=reader.get("LONGTASK_LLM_API_KEY", str, None),
             llm_model=reader.get("LONGTASK_LLM_MODEL", str, "gpt-4o-mini"),
             llm_timeout=reader.get("LONGTASK_LLM_TIMEOUT", _positive_float, 60.0),
+            llm_rate=reader.get("LONGTASK_LLM_RATE", _rate, ""),
+            llm_token_rate=reader.get("LONGTASK_LLM_TOKEN_RATE", _rate, ""),
             embed_url=reader.get("LONGTASK_EMBED_URL", _url, None),
             embed_api_key=reader.get("LONGTASK_EMBED_API_KEY", str, None),
             embed_model=reader.get("LONGTASK_EMBED_MODEL", str, "all-MiniLM-L6-v2"),
@@ -221,6 +225,13 @@ def _rates(raw: str) -> str:
     from limits import parse_many  # only here and in the web process
 
     parse_many(raw)  # ValueError for anything it cannot read
+    return raw
+
+
+def _rate(raw: str) -> str:
+    from limits import parse
+
+    parse(raw)  # one limit, e.g. 500/minute; ValueError for anything else
     return raw
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from longtask.api import documents, openapi, ops, stream, tasks
+from tests.support import wait_for
 
 CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformance,"
           "content_type_conformance")
@@ -35,6 +36,11 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(make_stack: Any
                                                                  tmp_path: Path) -> None:
     # a stack with only the built-in kinds: fuzzed submissions must not start endless tasks
     stack = await make_stack(LONGTASK_KINDS="", LONGTASK_RATE_LIMIT="off")
+
+    async def model_loaded() -> bool:  # /search needs the worker's embedding model: not a 503
+        return (await stack.client.get("/search", params={"q": "x"})).status_code == 200
+
+    await wait_for(model_loaded, timeout=90, what="the worker to load its model", interval=0.5)
     command = [
         str(Path(sys.executable).with_name("st")), "run", f"{stack.web.url}/openapi.json",
         "--header", f"Authorization: Bearer {stack.key}", "--checks", CHECKS,

@@ -8,12 +8,13 @@ import httpx
 import pytest
 
 from longtask.errors import PermanentError
+from longtask.pipeline.chat import ChatClient
 from longtask.pipeline.embed import HttpEmbedder
 from longtask.pipeline.llm import ChatSummariser, extractive_summary
-from longtask.testing.fake_openai import FakeOpenAI
+from longtask.testing.fake_openai import CHAT, FakeOpenAI
 
 TEXT = " ".join(f"word{i}" for i in range(60))
-CHAT = "/v1/chat/completions"
+
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def summariser(server: FakeOpenAI, http: httpx.AsyncClient, timeout: float = 10) -> ChatSummariser:
-    return ChatSummariser(http, server.base_url, "sk-test", "fake-chat", timeout=timeout)
+    return ChatSummariser(ChatClient(http, server.base_url, "sk-test", "fake-chat", timeout=timeout))
 
 
 async def test_a_streamed_summary_arrives_whole(server: FakeOpenAI,
@@ -98,3 +99,42 @@ def test_extractive_summary_picks_representative_sentences() -> None:
             "My cat likes naps in the sun. Water from rivers evaporates and returns as rain.")
     summary = extractive_summary(text, 2)
     assert "cat" not in summary and summary.count(".") == 2
+
+
+async def test_tool_calls_stream_back_whole(server: FakeOpenAI, http: httpx.AsyncClient) -> None:
+    server.reply = lambda messages: {"content": "Let me look.", "tool_calls": [
+        {"name": "search", "arguments": {"query": "levain", "k": 3}},
+        {"name": "read_pages", "arguments": {"document_id": "d1", "first": 2, "last": 3}}]}
+    deltas: list[str] = []
+
+    async def relay(delta: str) -> None:
+        deltas.append(delta)
+
+    chat = ChatClient(http, server.base_url, None, "fake-chat")
+    reply = await chat.complete([{"role": "user", "content": "when is the levain ready?"}],
+                                tools=[{"type": "function", "function": {"name": "search"}}],
+                                on_delta=relay)
+    assert reply.content == "".join(deltas) == "Let me look."
+    assert [(c.name, c.parsed()) for c in reply.tool_calls] == [
+        ("search", {"query": "levain", "k": 3}),
+        ("read_pages", {"document_id": "d1", "first": 2, "last": 3})]
+    assert reply.finish_reason == "tool_calls" and reply.usage["total_tokens"] > 0
+    assert reply.as_message()["tool_calls"][0]["function"]["name"] == "search"
+
+
+async def test_a_retried_stream_tells_the_relay_to_start_over(server: FakeOpenAI,
+                                                              http: httpx.AsyncClient) -> None:
+    server.fail_next("broken_stream")
+    shown: list[str] = []
+
+    async def relay(delta: str) -> None:
+        shown.append(delta)
+
+    async def restart() -> None:
+        shown.clear()
+
+    chat = ChatClient(http, server.base_url, None, "fake-chat")
+    reply = await chat.complete([{"role": "user", "content": TEXT}], on_delta=relay,
+                                on_restart=restart)
+    assert server.calls(CHAT) == 2
+    assert "".join(shown) == reply.content  # the broken first attempt's words are gone

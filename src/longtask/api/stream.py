@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 
@@ -23,8 +24,9 @@ from longtask.api.common import authenticate_stream, task_id
 from longtask.errors import InvalidInput
 from longtask.events import RESYNC, Hub
 from longtask.store import events as event_store
+from longtask.store import items as item_store
 from longtask.store import tasks as task_store
-from longtask.store.events import Event
+from longtask.store.events import DELTA, TEXT, Event
 
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
 _PAGE = 500
@@ -51,6 +53,7 @@ async def events(request: Request) -> Response:
 async def _relay(pool: asyncpg.Pool, hub: Hub, tenant: str, ident: str,
                  after: int) -> AsyncIterator[ServerSentEvent]:
     last = after
+    shown: dict[int, tuple[int, int]] = {}  # item -> (step, characters) of live text sent
     async with hub.subscribe(ident) as live:
         yield ServerSentEvent(comment="longtask", retry=RECONNECT_MS)
         while True:
@@ -62,11 +65,22 @@ async def _relay(pool: asyncpg.Pool, hub: Hub, tenant: str, ident: str,
                     return
             if len(backlog) == _PAGE:
                 continue
+            for index, stream in (await item_store.streams(pool, tenant, ident)).items():
+                if shown.get(index) != (stream["step"], len(stream["text"])):
+                    shown[index] = (stream["step"], len(stream["text"]))
+                    yield _live(TEXT, {"item": index, **stream})  # the text so far, whole
             while True:
                 item = await live.get()
                 if item == RESYNC:
                     break
                 assert isinstance(item, Event)
+                if item.type == DELTA:
+                    piece = _piece(item.data, shown)
+                    if piece is None:
+                        break  # text was missed: read the text so far from Postgres
+                    if piece:
+                        yield _live(DELTA, piece)
+                    continue
                 if item.seq <= last:
                     continue
                 if item.seq > last + 1:
@@ -75,6 +89,28 @@ async def _relay(pool: asyncpg.Pool, hub: Hub, tenant: str, ident: str,
                 last = item.seq
                 if item.terminal:
                     return
+
+
+def _piece(data: dict[str, Any], shown: dict[int, tuple[int, int]]) -> dict[str, Any] | None:
+    """What of a live delta the client lacks: {} if it has it all, None if text is missing."""
+    index, step, offset, text = data["item"], data["step"], data["offset"], data["text"]
+    if data.get("reset"):
+        shown[index] = (step, 0)
+        return data
+    seen_step, have = shown.get(index, (step, 0))
+    if seen_step != step:
+        have = 0  # the item's next LLM call
+    if offset > have:
+        return None
+    if offset + len(text) <= have:
+        return {}
+    shown[index] = (step, offset + len(text))
+    return {"item": index, "step": step, "offset": have, "text": text[have - offset:]}
+
+
+def _live(type_: str, data: dict[str, Any]) -> ServerSentEvent:
+    """An ephemeral event: no `id:`, so a browser's Last-Event-ID stays at the durable one."""
+    return ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event=type_)
 
 
 def _sse(event: Event) -> ServerSentEvent:

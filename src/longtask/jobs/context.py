@@ -19,6 +19,7 @@ from longtask.events import publish
 from longtask.settings import Settings
 from longtask.store import events as event_store
 from longtask.store import items as item_store
+from longtask.jobs.textstream import TextStream
 from longtask.store.items import Claim
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,10 @@ class JobContext:
                                          {"item": self.index, **data})
         if event is not None:
             await publish(self.redis, [event])
+
+    def text_stream(self, step: int = 0) -> TextStream:
+        """Relay an LLM call's text live (see `longtask.jobs.textstream`)."""
+        return TextStream(self, step)
 
     async def save_checkpoint(self, **values: Any) -> None:
         """Merge JSON-able values into the checkpoint a re-run of this item starts from."""

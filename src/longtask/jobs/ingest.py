@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from longtask.errors import JobCanceled, PermanentError, TransientError
+from longtask.jobs import llm
 from longtask.jobs.context import JobContext
 from longtask.kinds import kind
 from longtask.pipeline import providers
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.embed import Embedder
-from longtask.pipeline.llm import Summariser
 from longtask.pipeline.pdf import PdfParser, sniff
 from longtask.store import documents, files
 from longtask.store.documents import ChunkRow
@@ -83,9 +83,7 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
                        chunks_total=len(chunks))
 
     if "summary" not in ctx.checkpoint:
-        summariser: Summariser = ctx.resource(
-            "summariser", lambda: providers.summariser(ctx.settings, ctx.http))
-        summary = await summariser.summarise("\n\n".join(texts))
+        summary = await llm.summariser(ctx).summarise("\n\n".join(texts))
         await ctx.save_checkpoint(summary=summary.as_dict())
     await ctx.progress(55, "summarised", stage="summarise", file=name,
                        summary_method=ctx.checkpoint["summary"]["method"])

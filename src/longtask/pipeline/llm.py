@@ -6,20 +6,12 @@ representative sentences and never pretends to be an LLM.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-from httpx_sse import SSEError, aconnect_sse
-
-from longtask.errors import TransientError
-from longtask.pipeline.http import check, transport_error, with_retries
-
-OnDelta = Callable[[str], Awaitable[None]]
+from longtask.pipeline.chat import ChatClient, OnDelta
 SUMMARY_INPUT_CHARS = 12_000  # what the summary prompt sees of a long document
 
 _SYSTEM = ("You summarise documents for a search index. Write 3 to 5 plain sentences that say "
@@ -41,50 +33,18 @@ class Summariser(Protocol):
 
 
 class ChatSummariser:
-    """Streams a summary from `{base_url}/chat/completions`."""
+    """A summary streamed from an OpenAI-compatible chat endpoint."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str | None, model: str,
-                 timeout: float = 60.0) -> None:
-        self._http = http
-        self._url = f"{base_url}/chat/completions"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.model = model
-        self._timeout = timeout
+    def __init__(self, chat: ChatClient) -> None:
+        self._chat = chat
+        self.model = chat.model
 
     async def summarise(self, text: str, on_delta: OnDelta | None = None) -> Summary:
-        body = {"model": self.model, "stream": True, "temperature": 0.2, "messages": [
+        reply = await self._chat.complete([
             {"role": "system", "content": _SYSTEM},
             {"role": "user", "content": text[:SUMMARY_INPUT_CHARS]},
-        ]}
-        content = await with_retries(lambda: self._stream(body, on_delta))
-        return Summary("llm", content.strip(), self.model)
-
-    async def _stream(self, body: dict[str, Any], on_delta: OnDelta | None) -> str:
-        pieces: list[str] = []
-        finished = False
-        try:
-            async with aconnect_sse(self._http, "POST", self._url, json=body, headers=self._headers,
-                                    timeout=self._timeout) as source:
-                if source.response.status_code >= 400:
-                    await source.response.aread()
-                check(source.response, "llm")
-                async for event in source.aiter_sse():
-                    if event.data.strip() == "[DONE]":
-                        finished = True
-                        break
-                    delta = _delta(event.data)
-                    if delta:
-                        pieces.append(delta)
-                        if on_delta is not None:
-                            await on_delta(delta)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, "llm") from exc
-        except SSEError as exc:
-            raise TransientError(f"llm answered without an event stream: {exc}",
-                                 code="llm_unavailable") from exc
-        if not finished:
-            raise TransientError("the llm stream ended before [DONE]", code="llm_unavailable")
-        return "".join(pieces)
+        ], on_delta=on_delta)
+        return Summary("llm", reply.content.strip(), self.model)
 
 
 class ExtractiveSummariser:
@@ -122,11 +82,3 @@ def extractive_summary(text: str, count: int = 3) -> str:
 
     best = sorted(range(len(sentences)), key=lambda i: score(sentences[i]), reverse=True)[:count]
     return " ".join(sentences[i] for i in sorted(best))
-
-
-def _delta(data: str) -> str:
-    try:
-        chunk = json.loads(data)
-        return str(chunk["choices"][0]["delta"].get("content") or "")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return ""

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import httpx
 
+from longtask.pipeline.chat import ChatClient, Throttle
 from longtask.pipeline.embed import Embedder, HttpEmbedder, LocalEmbedder
 from longtask.pipeline.llm import ChatSummariser, ExtractiveSummariser, Summariser
 from longtask.settings import Settings
 
 
-def summariser(settings: Settings, http: httpx.AsyncClient) -> Summariser:
-    if settings.llm_url:
-        return ChatSummariser(http, settings.llm_url, settings.llm_api_key, settings.llm_model,
-                              settings.llm_timeout)
-    return ExtractiveSummariser()
+def chat(settings: Settings, http: httpx.AsyncClient,
+         throttle: Throttle | None = None) -> ChatClient | None:
+    """The configured chat endpoint, or None: offline."""
+    if not settings.llm_url:
+        return None
+    return ChatClient(http, settings.llm_url, settings.llm_api_key, settings.llm_model,
+                      settings.llm_timeout, throttle)
+
+
+def summariser_of(client: ChatClient | None) -> Summariser:
+    """Summaries from `client`, or offline extractive ones without it."""
+    return ChatSummariser(client) if client is not None else ExtractiveSummariser()
 
 
 def embedder(settings: Settings, http: httpx.AsyncClient) -> Embedder:

@@ -9,6 +9,9 @@ from typing import Any
 import asyncpg
 
 TERMINAL = frozenset({"completed", "failed", "canceled"})
+# ephemeral event types (never rows here): live LLM text, and the whole text so far of an item
+DELTA = "delta"
+TEXT = "text"
 
 # Takes the task's next sequence number and stores the event in one statement, so the two
 # commit together; a task that has ended takes no more events (the UPDATE matches no row).

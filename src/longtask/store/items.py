@@ -153,6 +153,23 @@ async def save_checkpoint(pool: asyncpg.Pool, item_id: str, owner: str,
     return done is not None
 
 
+async def save_stream(pool: asyncpg.Pool, item_id: str, owner: str,
+                      stream: dict[str, Any] | None) -> bool:
+    """Keep the text an item's LLM call has streamed so far; False if the lease is not ours."""
+    done = await pool.fetchval(
+        "UPDATE task_items SET stream = $3 WHERE id = $1 AND lease_owner = $2"
+        " AND status = 'running' RETURNING 1", item_id, owner, stream)
+    return done is not None
+
+
+async def streams(pool: asyncpg.Pool, tenant: str, task_id: str) -> dict[int, dict[str, Any]]:
+    """The streamed text so far of the task's items that have some, by item index."""
+    rows = await pool.fetch(
+        "SELECT idx, stream FROM task_items WHERE task_id = $1 AND tenant = $2"
+        " AND stream IS NOT NULL ORDER BY idx", task_id, tenant)
+    return {r["idx"]: r["stream"] for r in rows}
+
+
 async def retry_later(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, delay: float,
                       error: dict[str, Any]) -> tuple[PendingJob, Event | None] | None:
     """Put a running item back to pending under the next attempt's job id, to start after

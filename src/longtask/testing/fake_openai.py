@@ -9,11 +9,13 @@ httpx client code without a paid API.
 
     python -m longtask.testing.fake_openai --port 8001 --latency 0.5   # in the foreground
 
-Chat replies are "Summary: " and the first 30 words of the last user message (or `reply(messages)`),
-streamed as chat.completion.chunk events when asked. Embeddings are a hashed bag of words,
-L2-normalised, so texts that share words get similar vectors. `POST /hooks/{name}` is a webhook
-receiver (204). Knobs (`latency`, `token_delay`, `requests_per_minute`, `reply`, `dimensions`) may
-be changed while the server runs; they and the fault queue apply to every POST route.
+Chat replies are "Summary: " and the first 30 words of the last user message, or what
+`reply(messages)` returns: a text, or {"content": ..., "tool_calls": [{"name", "arguments"}]};
+streamed as chat.completion.chunk events when asked (tool calls as OpenAI streams them).
+Embeddings are a hashed bag of words, L2-normalised, so texts that share words get similar
+vectors. `POST /hooks/{name}` is a webhook receiver (204). Knobs (`latency`, `token_delay`,
+`requests_per_minute` per `rate_window` seconds, `reply`, `dimensions`) may be changed while the
+server runs; they and the fault queue apply to every POST route.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ FAULTS = ("429", "500", "400", "hang", "broken_stream")
 SUMMARY_WORDS = 30
 
 Messages = list[dict[str, Any]]
-ReplyFn = Callable[[Messages], str]
+ReplyFn = Callable[[Messages], "str | dict[str, Any]"]  # text, or {"content", "tool_calls"}
 
 _RECORD = "fake_openai.record"  # the scope key under which _Meter hands a request its Record
 
@@ -78,13 +80,15 @@ class FakeOpenAI:
     """An OpenAI-compatible chat and embeddings server with knobs for latency and faults."""
 
     def __init__(self, *, latency: float = 0.0, token_delay: float = 0.0,
-                 requests_per_minute: int | None = None, dimensions: int = 384,
+                 requests_per_minute: int | None = None, rate_window: float = 60.0,
+                 dimensions: int = 384,
                  reply: ReplyFn | None = None,
                  models: Sequence[str] = ("fake-chat", "fake-embed"),
                  host: str = "127.0.0.1", port: int = 0) -> None:
         self.latency = latency  # seconds before each answer
         self.token_delay = token_delay  # seconds between streamed chunks
         self.requests_per_minute = requests_per_minute  # None: no limit
+        self.rate_window = rate_window  # seconds the limit counts over ("minute"; tests shorten it)
         self.dimensions = dimensions
         self.reply = reply  # messages -> content, instead of the default summary
         self.models = tuple(models)
@@ -207,7 +211,7 @@ class FakeOpenAI:
         messages = body["messages"]
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise _Refusal(_error(400, "'messages' must be a list of objects"))
-        reply = _Reply(self.reply(messages) if self.reply else _summary(messages))
+        reply = _Reply.of(self.reply(messages) if self.reply else _summary(messages))
         model = str(body.get("model") or self.models[0])
         prompt = sum(len(_text(m.get("content")).split()) for m in messages)
         usage = _usage(prompt, len(reply.content.split()))
@@ -218,7 +222,7 @@ class FakeOpenAI:
         payload = {"id": _id(), "object": "chat.completion", "created": int(time.time()),
                    "model": model, "usage": usage,
                    "choices": [{"index": 0, "finish_reason": reply.finish_reason,
-                                "message": {"role": "assistant", "content": reply.content}}]}
+                                "message": reply.message()}]}
         return _Dropped(payload) if broken else JSONResponse(payload)
 
     async def _embeddings(self, request: Request) -> Response:
@@ -282,13 +286,14 @@ class FakeOpenAI:
         limit = self.requests_per_minute
         if limit is None:
             return None
-        while self._window and self._window[0] <= now - 60:
+        window = self.rate_window
+        while self._window and self._window[0] <= now - window:
             self._window.popleft()
         if len(self._window) < limit:
             self._window.append(now)
             return None
         oldest = self._window[len(self._window) - limit] if limit > 0 else now
-        return oldest + 60 - now
+        return oldest + window - now
 
     async def _pause(self, seconds: float) -> None:
         """Wait without blocking other requests; cut short when the server stops."""
@@ -331,10 +336,29 @@ class FakeOpenAI:
 
 @dataclass
 class _Reply:
-    """What the assistant says; tool calls would join `content` here and in both renderings."""
+    """What the assistant says: text, and tool calls ({"name", "arguments"} each)."""
 
     content: str
-    finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, said: str | dict[str, Any]) -> _Reply:
+        if isinstance(said, str):
+            return cls(said, [])
+        calls = [{"id": f"call_{secrets.token_hex(4)}", "type": "function", "function": {
+            "name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+            for c in said.get("tool_calls", [])]
+        return cls(str(said.get("content") or ""), calls)
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def message(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        return out
 
 
 class _Refusal(Exception):
@@ -489,6 +513,14 @@ def _chunks(reply: _Reply, model: str, usage: dict[str, int] | None) -> list[byt
     choices = [{"index": 0, "delta": {"role": "assistant", "content": pieces[0]},
                 "finish_reason": None}]
     choices += [{"index": 0, "delta": {"content": p}, "finish_reason": None} for p in pieces[1:]]
+    for index, call in enumerate(reply.tool_calls):  # a call's name first, its arguments in two
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        choices.append({"index": 0, "finish_reason": None, "delta": {"tool_calls": [{
+            "index": index, "id": call["id"], "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": arguments[:half]}}]}})
+        choices.append({"index": 0, "finish_reason": None, "delta": {"tool_calls": [{
+            "index": index, "function": {"arguments": arguments[half:]}}]}})
     choices.append({"index": 0, "delta": {}, "finish_reason": reply.finish_reason})
     chunks: list[dict[str, Any]] = [{"choices": [c]} for c in choices]
     if usage is not None:
