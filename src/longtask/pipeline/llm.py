@@ -56,7 +56,7 @@ class ChatSummariser:
             {"role": "system", "content": _SYSTEM},
             {"role": "user", "content": text[:SUMMARY_INPUT_CHARS]},
         ]}
-        content = await with_retries(lambda: self._stream(body, on_delta))
+        content = await with_retries(lambda: self._stream(body, on_delta), service="llm")
         return Summary("llm", content.strip(), self.model)
 
     async def _stream(self, body: dict[str, Any], on_delta: OnDelta | None) -> str:
