@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from longtask.embedded import free_port
 from longtask.testing.fake_openai import FakeOpenAI
-from tests.conftest import Tenant
+from tests.conftest import Services, Tenant
 from tests.jobs.test_ingest import ingest, sample_files
 from tests.support import Web, Worker, fake_providers, sse_events, wait_for, wait_status
 
@@ -108,3 +108,17 @@ async def test_a_worker_serves_item_and_provider_metrics_on_its_port(make_stack:
         assert value(found, "longtask_embed_seconds_count") >= 1
         assert value(found, "longtask_item_seconds_count",
                      kind="ingest", outcome="completed") >= 1
+
+
+async def test_a_source_that_is_down_is_flagged_not_a_500(make_stack: Any,
+                                                         services: Services) -> None:
+    stack = await make_stack()
+    services.redis.kill()
+    try:
+        found = await scrape(f"{stack.web.url}/metrics")  # 200, within its short timeouts
+    finally:
+        services.redis.start()
+    assert value(found, "longtask_scrape_error", source="redis") == 1
+    assert value(found, "longtask_scrape_error", source="postgres") == 0
+    assert ("longtask_queue_depth", frozenset()) not in found  # left out, not a stale figure
+    assert value(found, "longtask_sse_connections") == 0  # what the process knows itself
