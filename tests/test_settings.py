@@ -16,11 +16,14 @@ def test_defaults_and_values() -> None:
         (9000, "postgres://u:p@h:5432/d", (1.0, 2.0, 4.0), ("a.b", "c"))
     assert [s.retry_delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 4.0]
     assert Settings.from_env({}).redis_url is None  # unset: the embedded default
+    assert Settings.from_env({}).metrics_port is None  # unset: a worker serves no metrics
+    assert Settings.from_env({"LONGTASK_METRICS_PORT": "9100"}).metrics_port == 9100
 
 
 @pytest.mark.parametrize("name, value", [
     ("PORT", "eighty"), ("PORT", "70000"), ("LONGTASK_WORKER_CONCURRENCY", "0"),
     ("LONGTASK_RETRY_DELAYS", "1,-2"), ("LONGTASK_LEASE_SECONDS", "nan"),
+    ("LONGTASK_METRICS_PORT", "0"), ("LONGTASK_METRICS_PORT", "metrics"),
 ])
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -43,6 +43,7 @@ class Settings:
     db_pool_min: int = 1
     db_pool_max: int = 10
     cors_origins: tuple[str, ...] = field(default=())
+    metrics_port: int | None = None  # a worker serves its Prometheus metrics here; None: not
     # backpressure
     rate_limit: str = "100/second"  # per tenant, in the limits library's notation; "" = none
     max_open_tasks: int = 10_000  # per tenant: tasks pending or running
@@ -97,6 +98,7 @@ class Settings:
             db_pool_min=reader.get("LONGTASK_DB_POOL_MIN", _non_negative_int, 1),
             db_pool_max=reader.get("LONGTASK_DB_POOL_MAX", _positive_int, 10),
             cors_origins=reader.get("LONGTASK_CORS_ORIGINS", _origins, ()),
+            metrics_port=reader.get("LONGTASK_METRICS_PORT", _port, None),
             rate_limit=reader.get("LONGTASK_RATE_LIMIT", _rates, "100/second"),
             max_open_tasks=reader.get("LONGTASK_MAX_OPEN_TASKS", _positive_int, 10_000),
             max_queue_depth=reader.get("LONGTASK_MAX_QUEUE_DEPTH", _positive_int, 100_000),

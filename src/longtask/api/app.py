@@ -18,14 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
-from longtask.api import documents, openapi, ops, stream, tasks, web
+from longtask.api import documents, openapi, ops, request_id, stream, tasks, web
 from longtask.api.admission import Admission
 from longtask.api.common import KeyCache
+from longtask.api.instrument import HttpMetrics
 from longtask.db import create_pool
 from longtask.embed_rpc import RemoteEmbedder
 from longtask.errors import ApiError
 from longtask.events import Hub
 from longtask.kinds import Registry
+from longtask.metrics import WebMetrics
 from longtask.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.settings import Settings
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> Starlette:
     registry = Registry.from_modules(settings.kinds)
     described = openapi.spec(registry)
+    metrics = WebMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -56,7 +59,7 @@ def create_app(settings: Settings) -> Starlette:
                 "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
                 "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
                 "admission": Admission(resolved, arq), "openapi": described,
-                "query_embedder": query_embedder,
+                "query_embedder": query_embedder, "metrics": metrics,
             }
         finally:
             await http.aclose()
@@ -64,14 +67,16 @@ def create_app(settings: Settings) -> Starlette:
             await arq.aclose()
             await pool.close()
 
-    middleware = []
+    # the request id outermost: every answer carries it, the ones of the middleware below too
+    middleware = [Middleware(request_id.RequestId), Middleware(HttpMetrics, metrics=metrics)]
     if settings.cors_origins:
         middleware.append(Middleware(
             # keys travel in the Authorization header, never in cookies: no credentials mode
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-            expose_headers=["Location", "Retry-After", "Idempotent-Replayed"], max_age=600,
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed",
+                            request_id.HEADER], max_age=600,
         ))
     return Starlette(
         routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes, *openapi.routes,
@@ -106,8 +111,12 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return _error(500, "internal_error", "an unexpected error; it has been logged", {})
+    # answered outside the middleware (Starlette's outermost layer): the id comes from the scope
+    ident = request_id.of(request.scope)
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc,
+                  extra={"request_id": ident})
+    return _error(500, "internal_error", "an unexpected error; it has been logged",
+                  {request_id.HEADER: ident} if ident else {})
 
 
 def _error(status: int, code: str, detail: Any, headers: dict[str, str]) -> Response:

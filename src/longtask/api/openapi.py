@@ -104,6 +104,9 @@ def spec(registry: Registry) -> dict[str, Any]:
         "/ready": {"get": {"summary": "Readiness: Postgres, Redis, a worker", "security": [],
                            "responses": {"200": _response("ready", _ref("Ready")),
                                          "503": _response("not ready", _ref("Ready"))}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics, all tenants", "security": [],
+                             "responses": {"200": _response("the text exposition format",
+                                                            {"type": "string"}, "text/plain")}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
             "200": _response("OpenAPI 3.1", {"type": "object"})}}},
     }

@@ -1,8 +1,10 @@
-"""/health (the process is up), /ready (it can do its job), /stats (what the tenant has)."""
+"""/health (the process is up), /ready (it can do its job), /stats (what the tenant has),
+/metrics (Prometheus, all tenants)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -11,9 +13,13 @@ from starlette.routing import Route
 
 from longtask import queue, redis_keys
 from longtask.api.common import authenticate
+from longtask.metrics import CONTENT_TYPE, Snapshot
 from longtask.store import tasks as task_store
 
+log = logging.getLogger(__name__)
+
 _CHECK_TIMEOUT = 2.0
+_SCRAPE_TIMEOUT = 1.0  # a scrape answers fast, without what could not be read in time
 
 
 async def health(request: Request) -> Response:
@@ -51,6 +57,26 @@ async def stats(request: Request) -> Response:
     })
 
 
+async def metrics(request: Request) -> Response:
+    """No key, like /health: expose it to your Prometheus, not to the internet."""
+    state = request.state
+    tasks, depth, workers = await asyncio.gather(
+        _scrape("tasks", task_store.counts_all(state.pool)),
+        _scrape("queue_depth", queue.depth(state.arq, state.settings.queue_name)),
+        _scrape("workers_alive", _workers_alive(state.arq)))
+    body = state.metrics.render(Snapshot(tasks, depth, workers, state.hub.listeners))
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+async def _scrape(what: str, awaitable: Any) -> Any:
+    """The awaited value, or None (the figure is left out) if it failed or took too long."""
+    try:
+        return await asyncio.wait_for(awaitable, _SCRAPE_TIMEOUT)
+    except Exception as exc:
+        log.warning("/metrics: %s not read: %r", what, exc)
+        return None
+
+
 async def _workers_alive(redis: Any) -> int:
     count = 0
     async for _ in redis.scan_iter(match=redis_keys.WORKER_PATTERN, count=500):
@@ -70,4 +96,5 @@ routes = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/stats", stats, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]

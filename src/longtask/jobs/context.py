@@ -16,6 +16,7 @@ from arq import ArqRedis
 
 from longtask.errors import JobCanceled
 from longtask.events import publish
+from longtask.metrics import WorkerMetrics
 from longtask.settings import Settings
 from longtask.store import events as event_store
 from longtask.store import items as item_store
@@ -36,6 +37,7 @@ class Services:
     redis: ArqRedis  # also a plain redis.asyncio client
     http: httpx.AsyncClient
     worker_id: str
+    metrics: WorkerMetrics
     resources: dict[str, Any] = field(default_factory=dict)
 
     def resource(self, name: str, make: Callable[[], R]) -> R:
@@ -76,6 +78,10 @@ class JobContext:
     @property
     def item_id(self) -> str:
         return self._claim.item_id
+
+    @property
+    def kind(self) -> str:
+        return self._claim.kind
 
     @property
     def tenant(self) -> str:

@@ -16,12 +16,13 @@ import random
 import time
 from typing import Any
 
-from longtask import queue, webhooks
+from longtask import logs, queue, webhooks
 from longtask.errors import JobCanceled, JobError, PermanentError, TransientError
 from longtask.events import publish
 from longtask.jobs.context import JobContext, Services
 from longtask.kinds import Kind, Registry
 from longtask.outages import DEPENDENCY_ERRORS
+from longtask.pipeline import http as provider_calls
 from longtask.store import items as item_store
 from longtask.store.events import TERMINAL
 
@@ -73,12 +74,29 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
         return "skipped: not pending for this job"
     await publish(services.redis, claim.events)
     ctx = JobContext(claim, services)
-    kind = registry.get(claim.kind)
+    outcome = "interrupted: the worker stopped it"  # unless _run returns
+    started = time.monotonic()
+    observed = provider_calls.observer.set(services.metrics)
+    try:
+        # the item's own task (made in _run) inherits the ids and the observer
+        with logs.context(task_id=ctx.task_id, item_id=ctx.item_id):
+            outcome = await _run(services, registry, running, ctx)
+        return outcome
+    finally:
+        provider_calls.observer.reset(observed)
+        seconds = time.monotonic() - started
+        services.metrics.item_done(claim.kind, outcome.split(":")[0].split()[0], seconds)
+        ctx.log.info("item %s of task %s: %s (%.3fs)", ctx.item_id, ctx.task_id, outcome, seconds)
+
+
+async def _run(services: Services, registry: Registry, running: Running, ctx: JobContext) -> str:
+    item_id = ctx.item_id
+    kind = registry.get(ctx.kind)
     if kind is None:
         return await _finish(ctx, "failed", error=PermanentError(
-            f"no job kind {claim.kind!r} on this worker", code="unknown_kind").as_dict())
+            f"no job kind {ctx.kind!r} on this worker", code="unknown_kind").as_dict())
 
-    work = asyncio.create_task(_call(kind, ctx, claim.payload), name=f"item:{item_id}")
+    work = asyncio.create_task(_call(kind, ctx, ctx.payload), name=f"item:{item_id}")
     running.add(ctx, work)
     beat = asyncio.create_task(_heartbeat(ctx, work, services), name=f"heartbeat:{item_id}")
     started = time.monotonic()

@@ -18,12 +18,13 @@ from arq import cron
 from arq.worker import Retry, func
 from redis.exceptions import RedisError
 
-from longtask import embed_rpc, embedded, queue, redis_keys
+from longtask import embed_rpc, embedded, logs, queue, redis_keys
 from longtask.db import create_pool
 from longtask.jobs.context import Services
 from longtask.jobs.runner import Running, run_item
 from longtask.events import announce_cancel, publish
 from longtask.kinds import Registry
+from longtask.metrics import WorkerMetrics
 from longtask.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.pipeline.embed import LocalEmbedder
@@ -44,16 +45,22 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     assert settings.database_url and settings.redis_url
     registry = Registry.from_modules(settings.kinds)
     running = Running()
+    metrics = WorkerMetrics()
     background: list[asyncio.Task[None]] = []
+    stop_metrics: list[Callable[[], None]] = []
 
     async def startup(ctx: dict[str, Any]) -> None:
         assert settings.database_url
+        logs.adopt("arq")  # the arq command installed its own plain handler after our set-up
+        if settings.metrics_port:
+            stop_metrics.append(metrics.serve(settings.metrics_port))
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
         services = Services(
             settings=settings, pool=pool, redis=ctx["redis"],
             http=httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)),
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            metrics=metrics,
         )
         ctx["services"] = services
         background.append(asyncio.create_task(_listen_for_cancels(services, running)))
@@ -82,6 +89,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             with contextlib.suppress(RedisError, OSError):
                 await services.redis.delete(redis_keys.worker_key(services.worker_id))
             await services.close()
+        for close_metrics in stop_metrics:
+            close_metrics()
 
     async def run_item_job(ctx: dict[str, Any], item_id: str) -> str:
         try:

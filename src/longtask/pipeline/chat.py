@@ -99,7 +99,7 @@ class ChatClient:
                 await self._throttle.wait(estimate)
             return await self._stream(body, on_delta)
 
-        return await with_retries(attempt)
+        return await with_retries(attempt, service="llm")
 
     async def _stream(self, body: dict[str, Any], on_delta: OnDelta | None) -> ChatReply:
         reply = _Assembly()

@@ -41,7 +41,7 @@ class HttpEmbedder:
         self._timeout = timeout
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        return await with_retries(lambda: self._call(texts))
+        return await with_retries(lambda: self._call(texts), service="embeddings")
 
     async def _call(self, texts: list[str]) -> list[list[float]]:
         try:

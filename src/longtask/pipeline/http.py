@@ -4,6 +4,9 @@ Transport errors, timeouts, 408, 429 and 5xx are `TransientError`s, retried here
 exponential backoff and jitter; a `Retry-After` the server sends is honoured (up to a cap). Any
 other 4xx is a `PermanentError`: asking again would not help. What is still transient after the
 last attempt goes up to the item, which is retried later with the longer item delays.
+
+A `CallObserver` put in `observer` (the worker's metrics) hears of each attempt's duration and
+of each retry; the pipeline itself knows nothing of what listens.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -22,6 +26,16 @@ from longtask.errors import PermanentError, TransientError
 T = TypeVar("T")
 
 MAX_RETRY_AFTER = 60.0
+
+
+class CallObserver(Protocol):
+    def attempted(self, service: str, seconds: float) -> None: ...
+
+    def retried(self, service: str) -> None: ...
+
+
+# who hears of provider calls made in this context; the worker sets it around an item's run
+observer: ContextVar[CallObserver | None] = ContextVar("longtask_call_observer", default=None)
 
 
 class _Wait:
@@ -39,12 +53,25 @@ class _Wait:
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, attempts: int = 4,
-                       initial: float = 0.5, cap: float = 20.0) -> T:
-    """Run `call`, retrying TransientErrors; `attempts` counts the first call too."""
+                       initial: float = 0.5, cap: float = 20.0, service: str | None = None) -> T:
+    """Run `call`, retrying TransientErrors; `attempts` counts the first call too. With a
+    `service` name, the context's observer hears of each attempt and retry."""
+    watcher = observer.get() if service else None
+
+    def note_retry(state: RetryCallState) -> None:
+        if watcher is not None and service:
+            watcher.retried(service)
+
     async for attempt in AsyncRetrying(stop=stop_after_attempt(attempts), wait=_Wait(initial, cap),
-                                       retry=retry_if_exception_type(TransientError), reraise=True):
+                                       retry=retry_if_exception_type(TransientError), reraise=True,
+                                       before_sleep=note_retry):
         with attempt:
-            return await call()
+            started = time.perf_counter()
+            try:
+                return await call()
+            finally:
+                if watcher is not None and service:
+                    watcher.attempted(service, time.perf_counter() - started)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

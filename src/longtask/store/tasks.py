@@ -276,6 +276,12 @@ async def counts(pool: asyncpg.Pool, tenant: str) -> list[tuple[str, str, int]]:
     return [(r["kind"], r["status"], r["n"]) for r in rows]
 
 
+async def counts_all(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
+    """(kind, status, count) over every tenant, for /metrics."""
+    rows = await pool.fetch("SELECT kind, status, count(*) AS n FROM tasks GROUP BY kind, status")
+    return [(r["kind"], r["status"], r["n"]) for r in rows]
+
+
 async def _replay(conn: asyncpg.Connection, tenant: str, key: str | None,
                   request_hash: str | None) -> Created:
     row = await conn.fetchrow(
