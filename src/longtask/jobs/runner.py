@@ -110,10 +110,11 @@ async def _run(services: Services, registry: Registry, running: Running, ctx: Jo
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
-            if time.monotonic() - started >= settings.job_timeout - _HARD_LIMIT_SLACK:
+            hard = services.settings.job_timeout
+            if time.monotonic() - started >= hard - _HARD_LIMIT_SLACK:
                 await asyncio.shield(_finish(ctx, "failed", error={
                     "code": "timeout", "message": f"stopped at the hard limit of "
-                    f"{settings.job_timeout:g}s (LONGTASK_JOB_TIMEOUT)"}))
+                    f"{hard:g}s (LONGTASK_JOB_TIMEOUT)"}))
             else:
                 await asyncio.shield(_release(ctx))
             raise
