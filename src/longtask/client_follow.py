@@ -44,6 +44,9 @@ class Cursor:
         """The event to yield for `sse`, or None for pings, hints and repeats."""
         if sse.retry is not None:
             self.wait_hint = sse.retry / 1000
+        if sse.data and sse.event in models.LIVE_TYPES:
+            # live text, never stored: it has no id of its own (a parser repeats the last one)
+            return Event(self.last, sse.event, json.loads(sse.data))
         if not sse.data or not sse.id:
             return None
         seq = int(sse.id)

@@ -63,13 +63,26 @@ class Task:
         return self.status in TERMINAL
 
 
+LIVE_TYPES = frozenset({"delta", "text"})
+
+
 @dataclass(frozen=True)
 class Event:
-    """One progress event: `seq` is its per-task sequence number (1, 2, 3 ... no gaps)."""
+    """One progress event: `seq` is its per-task sequence number (1, 2, 3 ... no gaps).
+
+    Live LLM text comes as `delta` events (`item`, `step`, `offset`, `text`: put the text at
+    its offset) and, after a reconnect, a `text` event with the whole text so far (replace what
+    you had). They are not stored, so they share the `seq` of the stored event before them.
+    """
 
     seq: int
     type: str
     data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """True for live text (`delta`, `text`), which a replay does not repeat."""
+        return self.type in LIVE_TYPES
 
     @property
     def terminal(self) -> bool:

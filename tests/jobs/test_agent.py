@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 from httpx_sse import aconnect_sse
 
+from longtask.client_async import AsyncClient
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 from tests.support import ROOT, fake_providers, wait_for, wait_status
@@ -175,3 +176,21 @@ async def test_a_shared_provider_limit_keeps_two_workers_under_it(make_stack: An
         "SELECT count(DISTINCT data->>'worker') FROM task_events WHERE task_id = $1"
         " AND type = 'item' AND data->>'status' = 'running'", task_id)
     assert workers == 2  # both workers sent requests, and together stayed under the limit
+
+
+async def test_the_python_client_follows_the_live_text(make_stack: Any) -> None:
+    with FakeOpenAI(token_delay=0.01) as fake:
+        fake.reply = lambda messages: " ".join(f"token{i}" for i in range(80))
+        stack = await make_stack(**fake_providers(fake))
+        async with AsyncClient(stack.web.url, api_key=stack.key) as lt:
+            task = await lt.submit("generate", {"prompts": ["go on"]})
+            text, deltas = "", 0
+            async for event in lt.follow(task.id):
+                if event.type == "text":
+                    text = event.data["text"]
+                elif event.type == "delta":
+                    assert event.live and event.data["offset"] == len(text)
+                    text, deltas = text + event.data["text"], deltas + 1
+            final = await lt.get(task.id)
+    assert final.status == "completed" and deltas > 1
+    assert text == final.items[0].result["output"] == fake.reply([])
