@@ -48,8 +48,8 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(make_stack: Any
         "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
         "--exclude-path", "/tasks/{id}/events",  # an endless stream; tests/api/test_stream.py
         "--report", "junit", "--report-dir", str(tmp_path), "--no-color"]
-    run = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    run = await asyncio.create_subprocess_exec(  # in tmp_path: it keeps a cache where it runs
+        *command, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(run.communicate(), timeout=600)
     text = output.decode(errors="replace")
     assert run.returncode == 0, text[-6000:]
