@@ -1,10 +1,11 @@
 """Run every benchmark and write bench/RESULTS.md.
 
     .venv/bin/python -m bench                 # all, at the issue's sizes (make bench)
-    .venv/bin/python -m bench submit latency  # some of them
+    .venv/bin/python -m bench submit latency  # some of them; the others' last figures are kept
 
 Each script runs in its own process (its own services on free ports) and hands its figures back
-as JSON; a script that fails is recorded as failed, with the end of its output, and the rest run.
+as JSON, kept in bench/results/NAME.json; a script that fails is recorded as failed, with the end
+of its output, and the rest run. RESULTS.md is made from every script's last run.
 The analysis in bench/ANALYSIS.md (written by hand, from profiles) is appended to the results.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from bench._report import Figure, cells
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
 SCRIPTS = ("submit", "overhead", "latency", "fanout", "llm", "ingest")
 PACKAGES = ("starlette", "uvicorn", "arq", "redis", "asyncpg", "sse-starlette", "httpx",
             "pymupdf", "sentence-transformers", "torch", "pgserver")
@@ -37,11 +39,13 @@ def main() -> None:
         sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; pick from {SCRIPTS}")
     started = time.monotonic()
     machine = machine_info()
-    sections = []
+    RESULTS.mkdir(exist_ok=True)
     for name in names:
-        sections.append(run_one(name))
+        (RESULTS / f"{name}.json").write_text(json.dumps(run_one(name), indent=1))
     minutes = (time.monotonic() - started) / 60
     machine["load average at the end"] = " ".join(os.getloadavg().__repr__()[1:-1].split(", "))
+    sections = [json.loads((RESULTS / f"{n}.json").read_text()) for n in SCRIPTS
+                if (RESULTS / f"{n}.json").exists()]
     (HERE / "RESULTS.md").write_text(render(machine, sections, minutes))
     print(f"\nwrote {HERE / 'RESULTS.md'} ({minutes:.1f} min)")
 
@@ -56,6 +60,7 @@ def run_one(name: str) -> dict[str, Any]:
                           text=True)
     print(proc.stdout, flush=True)
     seconds = time.monotonic() - started
+    ran = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
         result = json.loads(Path(path).read_text()) if proc.returncode == 0 else {}
     except (OSError, ValueError):
@@ -64,8 +69,8 @@ def run_one(name: str) -> dict[str, Any]:
     if not result:
         tail = "\n".join(proc.stdout.splitlines()[-25:])
         return {"title": f"bench.{name}", "failed": f"exit {proc.returncode}", "tail": tail,
-                "seconds": seconds}
-    return {**result, "seconds": seconds}
+                "seconds": seconds, "ran": ran}
+    return {**result, "seconds": seconds, "ran": ran}
 
 
 def machine_info() -> dict[str, str]:
@@ -108,7 +113,7 @@ def render(machine: dict[str, str], sections: list[dict[str, Any]], minutes: flo
              "this machine while it runs, so absolute numbers are noisy: compare the ratios.", "",
              "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
-    lines += [f"- total time: {minutes:.1f} min", ""]
+    lines += [f"- time of this invocation: {minutes:.1f} min", ""]
     missed: list[str] = []
     for section in sections:
         lines += [f"## {section['title']}", ""]
@@ -117,7 +122,7 @@ def render(machine: dict[str, str], sections: list[dict[str, Any]], minutes: flo
                       "```", ""]
             missed.append(f"{section['title']}: did not finish")
             continue
-        lines += [f"`{section['command']}` ({section['seconds']:.0f} s)", "",
+        lines += [f"`{section['command']}` ({section['seconds']:.0f} s, {section['ran']})", "",
                   "| figure | value | baseline | ratio | target | met |",
                   "|---|---|---|---|---|---|"]
         for raw in section["figures"]:
