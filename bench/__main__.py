@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench                 # all, at the issue's sizes (make bench)
     .venv/bin/python -m bench submit latency  # some of them; the others' last figures are kept
+    .venv/bin/python -m bench render          # only rewrite RESULTS.md (after editing ANALYSIS.md)
 
 Each script runs in its own process (its own services on free ports) and hands its figures back
 as JSON, kept in bench/results/NAME.json; a script that fails is recorded as failed, with the end
@@ -34,20 +35,25 @@ PACKAGES = ("starlette", "uvicorn", "arq", "redis", "asyncpg", "sse-starlette", 
 
 def main() -> None:
     names = sys.argv[1:] or list(SCRIPTS)
+    if names == ["render"]:
+        names = []
     unknown = set(names) - set(SCRIPTS)
     if unknown:
         sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; pick from {SCRIPTS}")
-    started = time.monotonic()
-    machine = machine_info()
     RESULTS.mkdir(exist_ok=True)
-    for name in names:
-        (RESULTS / f"{name}.json").write_text(json.dumps(run_one(name), indent=1))
-    minutes = (time.monotonic() - started) / 60
-    machine["load average at the end"] = " ".join(os.getloadavg().__repr__()[1:-1].split(", "))
+    if names:
+        started = time.monotonic()
+        machine = machine_info()
+        for name in names:
+            (RESULTS / f"{name}.json").write_text(json.dumps(run_one(name), indent=1))
+        machine["load average at the end"] = " ".join(map(str, os.getloadavg()))
+        machine["time of the last invocation"] = f"{(time.monotonic() - started) / 60:.1f} min"
+        (RESULTS / "machine.json").write_text(json.dumps(machine, indent=1))
+    machine = json.loads((RESULTS / "machine.json").read_text())
     sections = [json.loads((RESULTS / f"{n}.json").read_text()) for n in SCRIPTS
                 if (RESULTS / f"{n}.json").exists()]
-    (HERE / "RESULTS.md").write_text(render(machine, sections, minutes))
-    print(f"\nwrote {HERE / 'RESULTS.md'} ({minutes:.1f} min)")
+    (HERE / "RESULTS.md").write_text(render(machine, sections))
+    print(f"\nwrote {HERE / 'RESULTS.md'}")
 
 
 def run_one(name: str) -> dict[str, Any]:
@@ -100,11 +106,11 @@ def machine_info() -> dict[str, str]:
         "PostgreSQL": "16 (pgserver, fsync " +
                       ("off" if os.environ.get("LONGTASK_PG_FAST") else "on") + ")",
         "packages": ", ".join(versions),
-        "load average at the start": " ".join(os.getloadavg().__repr__()[1:-1].split(", ")),
+        "load average at the start": " ".join(map(str, os.getloadavg())),
     }
 
 
-def render(machine: dict[str, str], sections: list[dict[str, Any]], minutes: float) -> str:
+def render(machine: dict[str, str], sections: list[dict[str, Any]]) -> str:
     lines = ["# longtask benchmarks (issue 7)", "",
              "Written by `make bench` (`.venv/bin/python -m bench`); do not edit by hand, edit "
              "`bench/ANALYSIS.md`.", "",
@@ -113,7 +119,7 @@ def render(machine: dict[str, str], sections: list[dict[str, Any]], minutes: flo
              "this machine while it runs, so absolute numbers are noisy: compare the ratios.", "",
              "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
-    lines += [f"- time of this invocation: {minutes:.1f} min", ""]
+    lines.append("")
     missed: list[str] = []
     for section in sections:
         lines += [f"## {section['title']}", ""]

@@ -90,7 +90,8 @@ async def end_to_end(stack: Stack, files: list[tuple[str, bytes]], workers: int,
                      watch: dict[str, int] | None = None) -> float:
     """Seconds from upload to the ingest task's end, on `workers` fresh worker processes (each
     with the local embedding model). With `watch`, the peak VmHWM of each worker process and
-    of its children (parser pool, ...) is kept there (keys `worker PID`, `child PID`), sampled every 0.1 s."""
+    of its children (parser pool, ...) is kept there (keys `worker PID`, `child PID`), sampled
+    every 0.1 s."""
     env = {"LONGTASK_QUEUE": f"bench:ingest:{workers}:{len(files)}", "LONGTASK_EMBED_URL": "",
            "LONGTASK_WORKER_CONCURRENCY": "4"}
     web = await stack.web(f"web-{workers}-{len(files)}", **env)

@@ -36,6 +36,11 @@ async def job_rate(arq: ArqRedis, queue_name: str) -> tuple[int, float]:
     return len(results), len(results) / span.total_seconds()
 
 
+async def redis_commands(arq: ArqRedis) -> int:
+    """Commands Redis has processed so far (all clients; the bench's own polls included)."""
+    return int((await arq.info("stats"))["total_commands_processed"])
+
+
 async def drained(arq: ArqRedis, queue_name: str, jobs: int, timeout: float) -> None:
     async def empty() -> bool:
         if await arq.zcard(queue_name):
@@ -53,18 +58,23 @@ async def run(report: Report, tasks: int, concurrency: int) -> None:
         bare_queue = "bench:bare"
         await hammer(lambda n: arq.enqueue_job(queue.RUN_ITEM, "x", _job_id=str(uuid.uuid4()),
                                              _queue_name=bare_queue), 50, tasks)
+        redis_before = await redis_commands(arq)
         bare = stack.proc("bare-worker", [sys.executable, "-m", "arq", "bench.bare.WorkerSettings"],
                           stack.env(BENCH_QUEUE=bare_queue, **workers_env))
         await drained(arq, bare_queue, tasks, timeout=600)
         base_jobs, base_rate = await job_rate(arq, bare_queue)
         stack.stop(bare)
+        base_redis = (await redis_commands(arq) - redis_before) / tasks
 
         full_queue = "bench:overhead"
         web = await stack.web("web", LONGTASK_QUEUE=full_queue)
         ids: list[str] = []
         await post_tasks(web.url, stack.key, 50, tasks, ids=ids)
+        redis_before, pg_before = await redis_commands(arq), await stack.pg_counters()
         await stack.workers(1, "worker", LONGTASK_QUEUE=full_queue, **workers_env)
         await stack.wait_tasks_done(ids, timeout=1200)
+        full_redis = (await redis_commands(arq) - redis_before) / tasks
+        pg_xacts = ((await stack.pg_counters())["xact_commit"] - pg_before["xact_commit"]) / tasks
         assert stack.pool is not None
         # from the items' own times (first claim to last finish): a run longer than ARQ keeps
         # its results (60 s) would lose the first ones
@@ -81,6 +91,11 @@ async def run(report: Report, tasks: int, concurrency: int) -> None:
                met=rate >= 0.5 * base_rate)
     report.add("per-task cost, full path", 1000 * concurrency / rate, "ms of a slot",
                baseline=1000 * concurrency / base_rate, baseline_name="bare ARQ")
+    report.add("Redis commands per task", full_redis, "cmds", baseline=base_redis,
+               baseline_name="bare ARQ")
+    report.add("Postgres transactions per task", pg_xacts, "xacts")
+    report.note("commands and transactions per task include the bench's own polling (a few "
+                "per second) and the worker's start-up")
     report.note(f"{jobs} longtask items ({completed} tasks completed) and {base_jobs} bare jobs; "
                 f"1 worker process, max_jobs={concurrency}, poll_delay=0.05 on both sides")
 
