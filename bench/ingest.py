@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -136,23 +137,26 @@ async def run(report: Report, pages: int, docs: int, rss_pages: int) -> None:
         (scratch / name).write_bytes(data)
         paths.append(str(scratch / name))
 
-    total, texts = 0, []
-    for processes in (1, 2):
-        total, seconds, texts = await parse_only(paths, processes)
-        report.add(f"parse only, {processes} process(es)", total / seconds, "pages/s")
-    chunks = [c.text for t in texts for c in chunk_pages(t)]
-    load = model_load_seconds()
-    for processes in (1, 2):
-        seconds = embed_only(chunks, processes) - load
-        report.add(f"embed only, {processes} process(es)", len(chunks) / seconds, "chunks/s")
+    try:
+        total, texts = 0, []
+        for processes in (1, 2):
+            total, seconds, texts = await parse_only(paths, processes)
+            report.add(f"parse only, {processes} process(es)", total / seconds, "pages/s")
+        chunks = [c.text for t in texts for c in chunk_pages(t)]
+        load = model_load_seconds()
+        for processes in (1, 2):
+            seconds = embed_only(chunks, processes) - load
+            report.add(f"embed only, {processes} process(es)", len(chunks) / seconds, "chunks/s")
 
-    async with Stack() as stack:
-        for workers in (1, 2):
-            seconds = await end_to_end(stack, files, workers)
-            report.add(f"end to end, {workers} worker(s)", total / seconds, "pages/s")
-        peaks: dict[str, int] = {}
-        big = [("big.pdf", pdfs.many_pages_pdf(rss_pages, seed=99))]
-        seconds = await end_to_end(stack, big, 1, watch=peaks)
+        async with Stack() as stack:
+            for workers in (1, 2):
+                seconds = await end_to_end(stack, files, workers)
+                report.add(f"end to end, {workers} worker(s)", total / seconds, "pages/s")
+            peaks: dict[str, int] = {}
+            big = [("big.pdf", pdfs.many_pages_pdf(rss_pages, seed=99))]
+            seconds = await end_to_end(stack, big, 1, watch=peaks)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     worker_peak = sum(v for k, v in peaks.items() if k.startswith("worker"))
     children = sorted((v for k, v in peaks.items() if k.startswith("child")), reverse=True)
     whole = worker_peak + sum(children)
