@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 apt_install = if [ -n "$(1)" ]; then echo "installing:$(1)"; \
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1); fi
 
-.PHONY: demo dev test setup system-deps browser-deps migrate clean-data
+.PHONY: demo dev test bench setup system-deps browser-deps migrate clean-data
 
 demo: setup                     ## set up, start everything locally, run a job and follow it
 	$(BIN)/longtask demo
@@ -18,6 +18,9 @@ dev: setup                      ## web + worker on embedded Postgres and Redis u
 
 test: setup browser-deps        ## the test suite (real Postgres, Redis, uvicorn, workers, chromium)
 	$(BIN)/pytest
+
+bench: setup                    ## every benchmark of issue 7; writes bench/RESULTS.md (~15 min)
+	$(BIN)/python -m bench
 
 migrate: setup
 	$(BIN)/longtask migrate

@@ -1,34 +1,30 @@
 """Ingest throughput: parse only, embed only, and end to end, with 1 and 2 workers.
 
-    .venv/bin/python -m bench.ingest [--pages 100] [--docs 4]
+    .venv/bin/python -m bench.ingest [--pages 100] [--docs 4] [--rss-pages 1000]
 
 Parse only: PyMuPDF text extraction through longtask's process pool (1 and 2 processes).
 Embed only: all-MiniLM-L6-v2 on the corpus's chunks (1 process, and 2 processes at once).
 End to end: upload the corpus to a real web process; 1 or 2 ARQ worker processes parse,
 chunk, summarise (extractive) and embed it; wall time from upload to the task's end.
 The corpus: the samples plus `--docs` generated PDFs of `--pages` pages each.
+Peak RSS: one worker ingests one generated PDF of `--rss-pages` pages; VmHWM of the worker and
+of each of its child processes (the parser pool), sampled from /proc every 0.1 s.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
-import os
-import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from longtask.pipeline.chunk import chunk_pages  # noqa: E402
-from longtask.pipeline.pdf import PdfParser  # noqa: E402
-from longtask.testing import pdfs  # noqa: E402
-from tests.support import Web, Worker, service_env, wait_for  # noqa: E402
+from bench._report import Report, cli
+from bench._stack import ROOT, Stack, descendants, proc_status
+from longtask.pipeline.chunk import chunk_pages
+from longtask.pipeline.pdf import PdfParser
+from longtask.testing import pdfs
 
 
 def corpus(pages: int, docs: int) -> list[tuple[str, bytes]]:
@@ -91,96 +87,91 @@ def model_load_seconds() -> float:
     return time.perf_counter() - started
 
 
-async def end_to_end(files: list[tuple[str, bytes]], workers: int, root: Path, db: str,
-                     redis_url: str, key: str) -> float:
-    env = service_env(db, redis_url, LONGTASK_QUEUE=f"bench:{workers}",
-                      LONGTASK_WORKER_CONCURRENCY="4", LOG_LEVEL="WARNING")
-    web = await Web(f"bench-web-{workers}", env, root).start().ready()
-    procs = [Worker(f"bench-worker-{workers}-{i}", env, root).start() for i in range(workers)]
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(redis_url)
+async def end_to_end(stack: Stack, files: list[tuple[str, bytes]], workers: int,
+                     watch: dict[str, int] | None = None) -> float:
+    """Seconds from upload to the ingest task's end, on `workers` fresh worker processes (each
+    with the local embedding model). With `watch`, the peak VmHWM of each worker process and
+    of its children (parser pool, ...) is kept there (keys `worker PID`, `child PID`), sampled
+    every 0.1 s."""
+    env = {"LONGTASK_QUEUE": f"bench:ingest:{workers}:{len(files)}", "LONGTASK_EMBED_URL": "",
+           "LONGTASK_WORKER_CONCURRENCY": "4"}
+    web = await stack.web(f"web-{workers}-{len(files)}", **env)
+    procs = await stack.workers(workers, f"worker-{workers}-{len(files)}", **env)
     try:
-        for proc in procs:
-            await proc.ready(redis, timeout=60)
         await asyncio.sleep(8)  # let each worker load its model before the clock starts
-        async with httpx.AsyncClient(base_url=web.url, timeout=120,
-                                     headers={"Authorization": f"Bearer {key}"}) as client:
+        sampler = asyncio.create_task(_sample_peaks([p.pid for p in procs], watch)) \
+            if watch is not None else None
+        async with stack.client(web, timeout=600) as client:
             started = time.perf_counter()
             upload = [("files", (n, d, "application/pdf")) for n, d in files]
             task = (await client.post("/documents", files=upload,
                                       data={"reindex": "true"})).json()
-
-            async def done() -> bool:
-                status = (await client.get(f"/tasks/{task['id']}")).json()["status"]
-                return status in ("completed", "failed")
-
-            await wait_for(done, timeout=1800, what="the ingest task", interval=0.2)
+            await stack.wait_tasks_done([task["id"]], timeout=1800)
             elapsed = time.perf_counter() - started
             final = (await client.get(f"/tasks/{task['id']}")).json()
-            assert final["status"] == "completed", final
-            return elapsed
+        if sampler is not None:
+            sampler.cancel()
+        if final["status"] != "completed":
+            raise RuntimeError(f"the ingest task ended {final['status']}: {final}")
+        return elapsed
     finally:
-        await redis.aclose()
         for proc in procs:
-            proc.terminate()
-        web.terminate()
+            stack.stop(proc)
+        stack.stop(web)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pages", type=int, default=100)
-    parser.add_argument("--docs", type=int, default=4)
-    args = parser.parse_args()
-    files = corpus(args.pages, args.docs)
+async def _sample_peaks(pids: list[int], peaks: dict[str, int]) -> None:
+    while True:
+        for pid in pids:
+            for key, one in ((f"worker {pid}", pid),
+                             *((f"child {c}", c) for c in descendants(pid))):
+                peaks[key] = max(peaks.get(key, 0), proc_status(one, "VmHWM"))
+        await asyncio.sleep(0.1)
+
+
+async def run(report: Report, pages: int, docs: int, rss_pages: int) -> None:
+    files = corpus(pages, docs)
     scratch = Path(tempfile.mkdtemp(prefix="longtask-bench-"))
-    os.chmod(scratch, 0o755)
     paths = []
     for name, data in files:
         (scratch / name).write_bytes(data)
         paths.append(str(scratch / name))
 
-    rows: list[tuple[str, str, str]] = []
-    pages, texts = 0, []
-    for processes in (1, 2):
-        pages, seconds, texts = await parse_only(paths, processes)
-        rows.append((f"parse only, {processes} process(es)", f"{pages} pages",
-                     f"{pages / seconds:,.0f} pages/s"))
-    chunks = [c.text for t in texts for c in chunk_pages(t)]
-    load = model_load_seconds()
-    for processes in (1, 2):
-        seconds = embed_only(chunks, processes) - load
-        rows.append((f"embed only, {processes} process(es)", f"{len(chunks)} chunks",
-                     f"{len(chunks) / seconds:,.1f} chunks/s"))
-
-    from longtask.db.migrate import migrate
-    from longtask.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-    from longtask.store import api_keys
-    from longtask.db import create_pool
-
-    pg = EmbeddedPostgres(scratch / "pg", free_port())
-    rd = EmbeddedRedis(scratch / "redis", free_port())
-    pg.start()
-    rd.start()
     try:
-        await migrate(pg.url)
-        pool = await create_pool(pg.url)
-        key = await api_keys.create(pool, "bench")
-        await pool.close()
-        for workers in (1, 2):
-            seconds = await end_to_end(files, workers, scratch, pg.url, rd.url, key)
-            rows.append((f"end to end, {workers} worker(s)", f"{pages} pages",
-                         f"{pages / seconds:,.1f} pages/s ({seconds:.1f} s)"))
-    finally:
-        rd.kill()
-        pg.stop()
+        total, texts = 0, []
+        for processes in (1, 2):
+            total, seconds, texts = await parse_only(paths, processes)
+            report.add(f"parse only, {processes} process(es)", total / seconds, "pages/s")
+        chunks = [c.text for t in texts for c in chunk_pages(t)]
+        load = model_load_seconds()
+        for processes in (1, 2):
+            seconds = embed_only(chunks, processes) - load
+            report.add(f"embed only, {processes} process(es)", len(chunks) / seconds, "chunks/s")
 
-    print(f"\ncorpus: {len(files)} PDFs, {pages} pages, {len(chunks)} chunks; "
-          f"{os.cpu_count()} cores; model load {load:.1f} s (subtracted from embed only)\n")
-    print("| measurement | work | rate |\n|---|---|---|")
-    for row in rows:
-        print(f"| {' | '.join(row)} |")
+        async with Stack() as stack:
+            for workers in (1, 2):
+                seconds = await end_to_end(stack, files, workers)
+                report.add(f"end to end, {workers} worker(s)", total / seconds, "pages/s")
+            peaks: dict[str, int] = {}
+            big = [("big.pdf", pdfs.many_pages_pdf(rss_pages, seed=99))]
+            seconds = await end_to_end(stack, big, 1, watch=peaks)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    worker_peak = sum(v for k, v in peaks.items() if k.startswith("worker"))
+    children = sorted((v for k, v in peaks.items() if k.startswith("child")), reverse=True)
+    whole = worker_peak + sum(children)
+    report.add(f"worker peak RSS, {rss_pages}-page PDF", worker_peak / 2**20, "MiB")
+    report.add(f"worker + {len(children)} children, sum of peaks", whole / 2**20, "MiB",
+               target="< 1 GB", met=whole < 2**30)
+    report.note(f"corpus: {len(files)} PDFs, {total} pages, {len(chunks)} chunks; model load "
+                f"{load:.1f} s (subtracted from embed only); the {rss_pages}-page PDF took "
+                f"{seconds:.1f} s end to end; children's peaks: "
+                + ", ".join(f"{c / 2**20:,.0f} MiB" for c in children))
+
+
+def main() -> None:
+    cli("bench.ingest", "6. Ingest", __doc__, run, pages=100, docs=4, rss_pages=1000)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

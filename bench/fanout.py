@@ -1,0 +1,173 @@
+"""Fan-out: many concurrent SSE streams on one web process, watching tasks that each emit one
+event per second.
+
+    .venv/bin/python -m bench.fanout [--tasks 1000] [--streams 1000,5000,10000] [--window 15]
+
+One worker runs `--tasks` tasks of kind `bench.emit` (one progress event a second each, stamped
+with the time of the emit). For each size, that many streams are opened on ONE uvicorn process,
+spread evenly over the tasks; once all are open, every event that arrives during `--window`
+seconds is timed (delivery = arrival - emit). Also: the web process's RSS per open stream, and
+Postgres transactions and tuples read per second during the window (pg_stat_database deltas),
+against the same window with no stream open (the worker's own writes): the issue asks that they
+do not grow with the number of streams. The client side is asyncio Protocols in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from bench._report import Report, cli
+from bench._stack import Stack, cpu_seconds, percentile, proc_status, raise_fd_limit
+from bench.submit import post_tasks
+from tests.support import wait_for
+
+_STAMP = re.compile(rb'"t":([0-9.]+)')
+
+
+class Stream(asyncio.Protocol):
+    """One SSE stream: sends the request, then times every stamped event while `recording`."""
+
+    recording = False
+    latencies: list[float] = []
+
+    def __init__(self, request: bytes, opened: asyncio.Future[None]) -> None:
+        self.request, self.opened = request, opened
+        self.tail = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        data = self.tail + data
+        cut = data.rfind(b"\n") + 1
+        self.tail = data[cut:]
+        if not self.opened.done():
+            if not data.startswith(b"HTTP/1.1 200"):
+                self.opened.set_exception(RuntimeError(data[:200].decode(errors="replace")))
+                return
+            self.opened.set_result(None)
+        if Stream.recording:
+            Stream.latencies += [now - float(m) for m in _STAMP.findall(data, 0, cut)]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed before the answer"))
+
+
+async def open_streams(port: int, key: str, ids: list[str], count: int,
+                       transports: list[asyncio.Transport], parallel: int = 200) -> int:
+    """Open `count` streams (kept in `transports`); how many answered 200 within a minute."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(n: int) -> bool:
+        request = (f"GET /tasks/{ids[n % len(ids)]}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n").encode()
+        async with gate:
+            opened: asyncio.Future[None] = loop.create_future()
+            try:
+                transport, _ = await loop.create_connection(lambda: Stream(request, opened),
+                                                            "127.0.0.1", port)
+                transports.append(transport)
+                await asyncio.wait_for(opened, 60)
+            except (OSError, RuntimeError, TimeoutError):
+                return False
+            return True
+
+    return sum(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def window(stack: Stack, seconds: float, web_pid: int) -> dict[str, float]:
+    """Per-second Postgres counters and web CPU over `seconds`; the latencies seen meanwhile."""
+    Stream.latencies = []
+    before = {**await stack.pg_counters(), "web_cpu": cpu_seconds(web_pid)}
+    Stream.recording = True
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    Stream.recording = False
+    elapsed = time.monotonic() - started
+    after = {**await stack.pg_counters(), "web_cpu": cpu_seconds(web_pid)}
+    return {k: (after[k] - before[k]) / elapsed for k in before}
+
+
+async def run(report: Report, tasks: int, streams: str, window_seconds: float) -> None:
+    sizes = [int(s) for s in streams.split(",") if s]
+    limit = raise_fd_limit()
+    if max(sizes) + 200 > limit:
+        report.note(f"open-file limit {limit}: sizes above {limit - 200} were left out")
+        sizes = [s for s in sizes if s + 200 <= limit]
+    async with Stack() as stack:
+        assert stack.pool is not None
+        web = await stack.web("web")
+        await stack.workers(1, "worker", LONGTASK_WORKER_CONCURRENCY=str(tasks + 16),
+                            LONGTASK_DB_POOL_MAX="20")
+        ids: list[str] = []
+        await post_tasks(web.url, stack.key, 50, tasks, kind="bench.emit", ids=ids,
+                         params={"events": 1_000_000, "interval": 1.0})
+        pool = stack.pool
+
+        async def all_running() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'running'") \
+                == tasks
+
+        await wait_for(all_running, 120, f"{tasks} emitting tasks to run", interval=0.5)
+        await asyncio.sleep(3)
+        idle = await window(stack, window_seconds, web.pid)
+        rss_idle = proc_status(web.pid, "VmRSS")
+        report.add("Postgres xact/s, no streams", idle["xact_commit"], "xact/s")
+        for size in sizes:
+            rss_before = proc_status(web.pid, "VmRSS")
+            started = time.monotonic()
+            transports: list[asyncio.Transport] = []
+            opened = await open_streams(web.port, stack.key, ids, size, transports)
+            connect = time.monotonic() - started
+            if opened < size:
+                report.note(f"{size:,} streams: only {opened:,} answered within 60 s each "
+                            f"({connect:.0f} s in all); this size and larger ones were left out")
+                for transport in transports:
+                    transport.abort()
+                break
+            await asyncio.sleep(2)  # the replay of each stream's history is over
+            rss_open = proc_status(web.pid, "VmRSS")
+            counters = await window(stack, window_seconds, web.pid)
+            lat = Stream.latencies
+            p99 = percentile(lat, 99) * 1000
+            expected = size * window_seconds
+            report.add(f"{size:,} streams: delivery p99", p99, "ms",
+                       target="< 250 ms at 10k streams" if size == 10_000 else "",
+                       met=(p99 < 250) if size == 10_000 else None)
+            report.add(f"{size:,} streams: delivery p50", percentile(lat, 50) * 1000, "ms")
+            report.add(f"{size:,} streams: events received", len(lat), "events",
+                       baseline=expected, baseline_name="1 event/s per stream")
+            report.add(f"{size:,} streams: web RSS per stream",
+                       (rss_open - rss_before) / size / 1024, "KiB")
+            report.add(f"{size:,} streams: Postgres xact/s", counters["xact_commit"], "xact/s",
+                       baseline=idle["xact_commit"], baseline_name="no streams",
+                       target="does not grow with streams (<= 1.2x)",
+                       met=counters["xact_commit"] <= 1.2 * idle["xact_commit"])
+            report.add(f"{size:,} streams: web process CPU", 100 * counters["web_cpu"],
+                       "% of a core", baseline=100 * idle["web_cpu"], baseline_name="no streams")
+            report.add(f"{size:,} streams: Postgres tuples read/s", counters["tup_returned"],
+                       "tup/s", baseline=idle["tup_returned"], baseline_name="no streams")
+            report.note(f"{size:,} streams opened in {connect:.1f} s "
+                        f"({size / connect:,.0f}/s); web RSS {rss_open / 2**20:,.0f} MiB open")
+            for transport in transports:
+                transport.abort()
+            await asyncio.sleep(3)
+        report.note(f"{tasks} tasks x 1 event/s; web RSS with no stream {rss_idle / 2**20:,.0f} "
+                    f"MiB; window {window_seconds:g} s per size")
+
+
+def main() -> None:
+    cli("bench.fanout", "4. Fan-out", __doc__, run, tasks=1000, streams="1000,5000,10000",
+        window_seconds=15.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""LLM-bound batch: one task of N items, each one chat completion against the project's
+OpenAI-compatible test server with 1 s of latency, `--concurrency` calls in flight in all.
+
+    .venv/bin/python -m bench.llm [--items 100] [--concurrency 16] [--latency 1.0]
+
+Wall time from POST /tasks to the task's end, against the ideal ceil(items / concurrency) x latency.
+Run on 1 worker (max_jobs = concurrency) and on 2 workers (max_jobs = concurrency / 2 each), so
+both have the same ideal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from bench._report import Report, cli
+from bench._stack import Stack, submit
+from longtask.testing.fake_openai import CHAT, FakeOpenAI
+
+
+async def run(report: Report, items: int, concurrency: int, latency: float) -> None:
+    ideal = math.ceil(items / concurrency) * latency
+    async with FakeOpenAI(latency=latency) as fake:
+        for workers in (1, 2):
+            async with Stack() as stack:
+                env = {"LONGTASK_LLM_URL": fake.base_url,
+                       "LONGTASK_WORKER_CONCURRENCY": str(concurrency // workers)}
+                web = await stack.web("web", **env)
+                await stack.workers(workers, "worker", **env)
+                fake.reset()
+                async with stack.client(web) as client:
+                    started = time.monotonic()
+                    task = await submit(client, "bench.llm", {"items": list(range(items))})
+                    ended = await stack.wait_tasks_done([task["id"]], timeout=ideal * 10 + 60)
+                    final = (await client.get(f"/tasks/{task['id']}")).json()
+                wall = ended - started
+                calls = fake.calls(CHAT)
+            report.add(f"{items} LLM items, {workers} worker(s)", wall, "s", baseline=ideal,
+                       baseline_name=f"ideal ceil({items}/{concurrency}) x {latency:g} s",
+                       target="within 15% of ideal",
+                       met=wall <= 1.15 * ideal and final["status"] == "completed")
+            report.note(f"{workers} worker(s) x max_jobs {concurrency // workers}: "
+                        f"task {final['status']}, {calls} chat calls")
+
+
+def main() -> None:
+    cli("bench.llm", "5. LLM-bound batch", __doc__, run, items=100, concurrency=16,
+        latency=1.0)
+
+
+if __name__ == "__main__":
+    main()

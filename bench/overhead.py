@@ -1,0 +1,108 @@
+"""Per-task overhead: no-op tasks through the full path vs bare ARQ no-op jobs.
+
+    .venv/bin/python -m bench.overhead [--tasks 5000] [--concurrency 16]
+
+Full path: POST /tasks (kind `noop`) N times with no worker running, then start one longtask
+worker: it claims each item, writes its rows and events, publishes them, and finishes the task.
+Baseline: N bare ARQ jobs enqueued on the same Redis, then one bare ARQ worker (bench.bare) with
+the same ARQ settings. Rates are N / (last finish - first start), so neither includes process
+start-up: from ARQ's job results for the baseline, from the items' rows for the full path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+
+from arq import ArqRedis
+from arq.jobs import deserialize_result
+
+from bench._report import Report, cli
+from bench._stack import Stack
+from bench.submit import hammer, post_tasks
+from longtask import queue
+from tests.support import wait_for
+
+
+async def job_rate(arq: ArqRedis, queue_name: str) -> tuple[int, float]:
+    """(jobs, jobs per second) from the kept results of the jobs of `queue_name` (read at once:
+    ARQ keeps them for 60 s)."""
+    keys = [k async for k in arq.scan_iter(match="arq:result:*", count=1000)]
+    raws = await arq.mget(keys) if keys else []
+    results = [deserialize_result(r, deserializer=queue.loads) for r in raws if r]
+    results = [r for r in results if r.queue_name == queue_name]
+    span = max(r.finish_time for r in results) - min(r.start_time for r in results)
+    return len(results), len(results) / span.total_seconds()
+
+
+async def redis_commands(arq: ArqRedis) -> int:
+    """Commands Redis has processed so far (all clients; the bench's own polls included)."""
+    return int((await arq.info("stats"))["total_commands_processed"])
+
+
+async def drained(arq: ArqRedis, queue_name: str, jobs: int, timeout: float) -> None:
+    async def empty() -> bool:
+        if await arq.zcard(queue_name):
+            return False
+        return not [k async for k in arq.scan_iter(match="arq:in-progress:*")]
+
+    await wait_for(empty, timeout, f"{jobs} jobs of {queue_name} to run", interval=0.1)
+
+
+async def run(report: Report, tasks: int, concurrency: int) -> None:
+    workers_env = {"LONGTASK_WORKER_CONCURRENCY": str(concurrency)}
+    async with Stack() as stack:
+        arq = await queue.connect(stack.redis_url)
+
+        bare_queue = "bench:bare"
+        await hammer(lambda n: arq.enqueue_job(queue.RUN_ITEM, "x", _job_id=str(uuid.uuid4()),
+                                             _queue_name=bare_queue), 50, tasks)
+        redis_before = await redis_commands(arq)
+        bare = stack.proc("bare-worker", [sys.executable, "-m", "arq", "bench.bare.WorkerSettings"],
+                          stack.env(BENCH_QUEUE=bare_queue, **workers_env))
+        await drained(arq, bare_queue, tasks, timeout=600)
+        base_jobs, base_rate = await job_rate(arq, bare_queue)
+        stack.stop(bare)
+        base_redis = (await redis_commands(arq) - redis_before) / tasks
+
+        full_queue = "bench:overhead"
+        web = await stack.web("web", LONGTASK_QUEUE=full_queue)
+        ids: list[str] = []
+        await post_tasks(web.url, stack.key, 50, tasks, ids=ids)
+        redis_before, pg_before = await redis_commands(arq), await stack.pg_counters()
+        await stack.workers(1, "worker", LONGTASK_QUEUE=full_queue, **workers_env)
+        await stack.wait_tasks_done(ids, timeout=1200)
+        full_redis = (await redis_commands(arq) - redis_before) / tasks
+        pg_xacts = ((await stack.pg_counters())["xact_commit"] - pg_before["xact_commit"]) / tasks
+        assert stack.pool is not None
+        # from the items' own times (first claim to last finish): a run longer than ARQ keeps
+        # its results (60 s) would lose the first ones
+        jobs, span = await stack.pool.fetchrow(
+            "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))::float"
+            " FROM task_items")
+        rate = jobs / span
+        completed = await stack.pool.fetchval(
+            "SELECT count(*) FROM tasks WHERE status = 'completed'")
+        await arq.aclose()
+
+    report.add("no-op tasks, full path", rate, "tasks/s", baseline=base_rate,
+               baseline_name="bare ARQ no-op jobs", target=">= 50% of bare rate",
+               met=rate >= 0.5 * base_rate)
+    report.add("per-task cost, full path", 1000 * concurrency / rate, "ms of a slot",
+               baseline=1000 * concurrency / base_rate, baseline_name="bare ARQ")
+    report.add("Redis commands per task", full_redis, "cmds", baseline=base_redis,
+               baseline_name="bare ARQ")
+    report.add("Postgres transactions per task", pg_xacts, "xacts")
+    report.note("commands and transactions per task include the bench's own polling (a few "
+                "per second) and the worker's start-up")
+    report.note(f"{jobs} longtask items ({completed} tasks completed) and {base_jobs} bare jobs; "
+                f"1 worker process, max_jobs={concurrency}, poll_delay=0.05 on both sides")
+
+
+def main() -> None:
+    cli("bench.overhead", "2. Per-task overhead", __doc__, run, tasks=5000, concurrency=16)
+
+
+if __name__ == "__main__":
+    main()
