@@ -10,7 +10,6 @@ both have the same ideal.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 

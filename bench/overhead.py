@@ -11,7 +11,6 @@ start-up: from ARQ's job results for the baseline, from the items' rows for the 
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
 
