@@ -15,15 +15,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from longtask import redis_keys
+from longtask.store import events as event_store
 from longtask.store.events import Event
 
 log = logging.getLogger(__name__)
 
 RESYNC: Final = "resync"  # a marker in a subscription: read Postgres, live events were missed
+_PAGE = 500  # events read from Postgres at a time while replaying
 
 
 async def publish(redis: Redis, events: list[Event]) -> None:
@@ -146,3 +149,39 @@ class Hub:
         for subs in self._subs.values():
             for sub in subs:
                 sub.put(marker)
+
+
+async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: str,
+                           after: int) -> AsyncIterator[Event]:
+    """Every event of a task above `after`, in order, no gaps, no repeats, ending with the
+    task's final event: the history from Postgres, then the live feed.
+
+    Subscribe first, then read the history, then pass on live events above the last one
+    replayed: reading first would lose what is published in between. Sequence numbers are
+    consecutive per task, so a gap in the live feed (or an overflow, or a Redis reconnect) is
+    seen at once and filled from Postgres. The SSE stream and the WebSocket both consume this.
+    """
+    last = after
+    async with hub.subscribe(task_id) as live:
+        while True:
+            backlog = await event_store.after(pool, tenant, task_id, last, _PAGE)
+            for event in backlog:
+                yield event
+                last = event.seq
+                if event.terminal:
+                    return
+            if len(backlog) == _PAGE:
+                continue
+            while True:
+                item = await live.get()
+                if item == RESYNC:
+                    break
+                assert isinstance(item, Event)
+                if item.seq <= last:
+                    continue
+                if item.seq > last + 1:
+                    break  # a gap: the missing events are committed; read them from Postgres
+                yield item
+                last = item.seq
+                if item.terminal:
+                    return

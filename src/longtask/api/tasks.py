@@ -98,12 +98,17 @@ async def index(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     tenant = await authenticate(request)
-    state = request.state
-    canceled = await task_store.cancel(state.pool, tenant, task_id(request))
+    return JSONResponse(task_body(await cancel_task(request.state, tenant, task_id(request))))
+
+
+async def cancel_task(state: Any, tenant: str, ident: str) -> Task:
+    """Cancel a task and tell its listeners and workers (POST .../cancel and the WebSocket's
+    `{"action": "cancel"}`). Conflict if it ended otherwise; idempotent if canceled."""
+    canceled = await task_store.cancel(state.pool, tenant, ident)
     if canceled.events:
         await publish(state.arq, canceled.events)
         await announce_cancel(state.arq, canceled.task.id)
-    return JSONResponse(task_body(canceled.task))
+    return canceled.task
 
 
 async def delete(request: Request) -> Response:
