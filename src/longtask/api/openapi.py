@@ -33,7 +33,11 @@ def spec(registry: Registry) -> dict[str, Any]:
                     "kind": {"type": "string", "enum": kinds},
                     "params": {"description": "the kind's input, any JSON"},
                     "deadline_seconds": {"type": "number", "exclusiveMinimum": 0,
-                                         "maximum": 2_592_000}}},
+                                         "maximum": 2_592_000},
+                    "run_at": {"type": "string", "format": "date-time", "description":
+                               "not before this (with a timezone; up to 30 days ahead)"},
+                    "delay": {"type": "number", "minimum": 0, "maximum": 2_592_000,
+                              "description": "or: not before this many seconds from now"}}},
                 ok={"202": ("accepted; it runs in the background", _ref("Task"))},
                 parameters=[_header("Idempotency-Key", "a repeat returns the same task")]),
             "get": _op("List tasks, newest first", ["400", "401", "429"], parameters=[
@@ -187,6 +191,7 @@ _SCHEMAS: dict[str, Any] = {
         "items_failed": {"type": "integer"}, "attempts": {"type": "integer"},
         "last_seq": {"type": "integer", "description": "the newest event's sequence number"},
         "retry_of": _nullable("string"), "deadline_at": _nullable("string"),
+        "run_at": _nullable("string"),
         "created_at": _TIME, "started_at": _nullable("string"),
         "finished_at": _nullable("string"), "updated_at": _TIME,
         "links": {"type": "object", "additionalProperties": {"type": "string"}}}},

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
 RECONCILE_EVERY_SECONDS = 5.0
+RECONCILE_HORIZON_SECONDS = 60.0  # deferred items are re-enqueued only this close to their time
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -155,7 +156,8 @@ async def _reconcile(services: Services) -> int:
     ignores a job id it still holds. A pending item whose job a worker took long ago without
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
     one until job_timeout."""
-    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS)
+    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS,
+                                            RECONCILE_HORIZON_SECONDS)
     if not pending:
         return 0
     async with services.redis.pipeline(transaction=False) as pipe:
