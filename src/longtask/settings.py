@@ -46,6 +46,7 @@ class Settings:
     # backpressure
     rate_limit: str = "100/second"  # per tenant, in the limits library's notation; "" = none
     max_open_tasks: int = 10_000  # per tenant: tasks pending or running
+    max_schedules: int = 1000  # per tenant
     max_queue_depth: int = 100_000  # jobs waiting in the shared queue, all tenants
     # uploads and documents
     max_request_bytes: int = 512 * 1024 * 1024
@@ -97,6 +98,7 @@ class Settings:
             cors_origins=reader.get("LONGTASK_CORS_ORIGINS", _origins, ()),
             rate_limit=reader.get("LONGTASK_RATE_LIMIT", _rates, "100/second"),
             max_open_tasks=reader.get("LONGTASK_MAX_OPEN_TASKS", _positive_int, 10_000),
+            max_schedules=reader.get("LONGTASK_MAX_SCHEDULES", _positive_int, 1000),
             max_queue_depth=reader.get("LONGTASK_MAX_QUEUE_DEPTH", _positive_int, 100_000),
             max_request_bytes=reader.get("LONGTASK_MAX_REQUEST_BYTES", _positive_int,
                                          512 * 1024 * 1024),

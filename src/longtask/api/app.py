@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
-from longtask.api import documents, openapi, ops, sockets, stream, tasks, web
+from longtask.api import documents, openapi, ops, schedules, sockets, stream, tasks, web
 from longtask.api.admission import Admission
 from longtask.api.common import KeyCache
 from longtask.db import create_pool
@@ -74,8 +74,8 @@ def create_app(settings: Settings) -> Starlette:
             expose_headers=["Location", "Retry-After", "Idempotent-Replayed"], max_age=600,
         ))
     return Starlette(
-        routes=[*tasks.routes, *stream.routes, *sockets.routes, *documents.routes, *ops.routes,
-                *openapi.routes, *web.routes],
+        routes=[*tasks.routes, *stream.routes, *sockets.routes, *schedules.routes,
+                *documents.routes, *ops.routes, *openapi.routes, *web.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

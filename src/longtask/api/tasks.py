@@ -119,10 +119,17 @@ async def index(request: Request) -> Response:
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
     kind = request.query_params.get("kind") or None
+    schedule = request.query_params.get("schedule_id") or None
+    if schedule is not None:
+        try:
+            schedule = str(uuid.UUID(schedule))
+        except ValueError:
+            raise InvalidInput("`schedule_id` must be a schedule's id", code="invalid_query") \
+                from None
     limit = int_query(request, "limit", 50, 1, 200)
     before = decode_cursor(request.query_params.get("cursor"))
     page = await task_store.list_page(request.state.pool, tenant, status=status, kind=kind,
-                                      limit=limit, before=before)
+                                      schedule_id=schedule, limit=limit, before=before)
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(page) == limit else None
     return JSONResponse({"tasks": [task_body(t) for t in page], "next_cursor": next_cursor})
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from longtask import embed_rpc, embedded, queue, redis_keys
 from longtask.db import create_pool
+from longtask.jobs import scheduler
 from longtask.jobs.context import Services
 from longtask.jobs.runner import Running, run_item
 from longtask.events import announce_cancel, publish
@@ -64,6 +65,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             _duty(services, "reap", settings.reaper_seconds, _reap)))
         background.append(asyncio.create_task(
             _duty(services, "reconcile", RECONCILE_EVERY_SECONDS, _reconcile)))
+        background.append(asyncio.create_task(_duty(
+            services, "schedule", scheduler.EVERY_SECONDS,
+            lambda services: scheduler.fire_due(services, registry))))
         if not settings.embed_url:  # the offline model: serve query embeddings, load it now
             embedder = services.resource("embedder",
                                          lambda: providers.embedder(settings, services.http))

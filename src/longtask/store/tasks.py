@@ -38,7 +38,8 @@ class Task:
     last_seq: int
     retry_of: str | None
     deadline_at: datetime | None
-    run_at: datetime | None  # deferred: not started before this
+    run_at: datetime | None  # deferred: not started before this (a schedule's: its slot)
+    schedule_id: str | None  # the schedule that made it
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -95,6 +96,7 @@ async def create(
     deadline_seconds: float | None = None,
     max_open: int | None = None,
     run_at: datetime | None = None,
+    schedule_id: str | None = None,
 ) -> Created:
     """Store a task, its items (the enqueue intent) and its first event together; with
     `max_open`, only while the tenant has fewer open tasks than that (else TooManyRequests).
@@ -104,11 +106,11 @@ async def create(
     async with transaction(pool) as conn:
         row = await conn.fetchrow(
             f"INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,"
-            f" last_seq, retry_of, run_at, deadline_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $9,"
-            f" coalesce($9, now()) + make_interval(secs => $8))"
+            f" last_seq, retry_of, run_at, deadline_at, schedule_id) VALUES ($1, $2, $3, $4, $5,"
+            f" $6, 1, $7, $9, coalesce($9, now()) + make_interval(secs => $8), $10)"
             f" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
             tenant, kind, params, len(items), idempotency_key, request_hash, retry_of,
-            deadline_seconds, run_at,
+            deadline_seconds, run_at, schedule_id,
         )
         if row is None:
             return await _replay(conn, tenant, idempotency_key, request_hash)
@@ -163,6 +165,7 @@ async def list_page(
     kind: str | None,
     limit: int,
     before: tuple[datetime, str] | None,
+    schedule_id: str | None = None,
 ) -> list[Task]:
     """Newest first; `before` is the (created_at, id) of the last task of the previous page."""
     rows = await pool.fetch(
@@ -171,8 +174,10 @@ async def list_page(
         "      OR ($2 = 'failed' AND status = 'completed' AND items_failed > 0))"
         " AND ($3::text IS NULL OR kind = $3)"
         " AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))"
+        " AND ($7::uuid IS NULL OR schedule_id = $7)"
         " ORDER BY created_at DESC, id DESC LIMIT $6",
         tenant, status, kind, before[0] if before else None, before[1] if before else None, limit,
+        schedule_id,
     )
     return [_task(r) for r in rows]
 
@@ -301,5 +306,6 @@ async def _replay(conn: asyncpg.Connection, tenant: str, key: str | None,
 def _task(row: asyncpg.Record) -> Task:
     values = {f.name: row[f.name] for f in fields(Task)}
     values["id"] = str(values["id"])
-    values["retry_of"] = str(values["retry_of"]) if values["retry_of"] else None
+    for key in ("retry_of", "schedule_id"):
+        values[key] = str(values[key]) if values[key] else None
     return Task(**values)
