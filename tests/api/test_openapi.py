@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from longtask.api import documents, openapi, ops, stream, tasks
+from longtask.api import documents, openapi, ops, schedules, stream, tasks
 
 CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformance,"
           "content_type_conformance")
@@ -21,8 +21,8 @@ async def test_the_document_names_every_route(web: Any) -> None:
         described = (await client.get("/openapi.json")).json()
     assert described["openapi"].startswith("3.1")
     served = {(method.lower(), route.path)
-              for route in [*tasks.routes, *stream.routes, *documents.routes, *ops.routes,
-                            *openapi.routes]
+              for route in [*tasks.routes, *stream.routes, *schedules.routes, *documents.routes,
+                            *ops.routes, *openapi.routes]
               for method in route.methods or () if method != "HEAD"}
     listed = {(method, path) for path, ops_ in described["paths"].items() for method in ops_}
     assert listed == served
