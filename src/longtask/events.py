@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final
 
 import asyncpg
@@ -152,7 +152,7 @@ class Hub:
 
 
 async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: str,
-                           after: int) -> AsyncIterator[Event]:
+                           after: int) -> AsyncGenerator[Event, None]:
     """Every event of a task above `after`, in order, no gaps, no repeats, ending with the
     task's final event: the history from Postgres, then the live feed.
 

@@ -26,7 +26,7 @@ async def run_to_end_never_early(client: httpx.AsyncClient, task_id: str, not_be
         return task if task["status"] in ("completed", "failed", "canceled") else None
 
     task = await wait_for(ended, timeout, f"deferred task {task_id} to end", interval=0.05)
-    assert task["status"] == "completed", task
+    assert task is not None and task["status"] == "completed", task
     assert datetime.fromisoformat(task["started_at"]) >= not_before
     return task
 
@@ -41,8 +41,8 @@ async def test_run_at_is_kept_across_a_restart_of_the_only_worker(make_stack: An
     assert (answer.json()["status"], answer.json()["run_at"]) == ("pending", run_at.isoformat())
     only = stack.workers[0]
     await asyncio.to_thread(only.terminate)  # the worker that got the job goes away ...
-    restarted = only.start()  # ... and a new process takes its place
-    await restarted.ready(redis)
+    only.start()  # ... and a new process takes its place
+    await only.ready(redis)
     task = await run_to_end_never_early(stack.client, answer.json()["id"], run_at, timeout=30)
     assert task["items"][0]["attempts"] == 1  # it ran once
 

@@ -3,12 +3,14 @@ several workers at once, and once (not once per missed slot) after downtime."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import httpx
+from redis.asyncio import Redis
 
 from tests.conftest import Tenant
 from tests.support import Worker, wait_for, wait_status
@@ -77,6 +79,51 @@ async def test_slots_missed_while_down_fire_once_on_recovery(tenant_a: Tenant,
     assert slots[0] == missed  # the missed slots fired once, as the oldest of them
     assert all(slot > recovered - timedelta(seconds=1) for slot in slots[1:])  # then on time
     assert len(set(slots)) == len(slots)
+
+
+async def test_a_restart_of_every_worker_fires_the_missed_slots_once(
+        make_stack: Any, worker: Worker, redis: Redis) -> None:
+    """No worker runs for 6 s (3 slots pass), then one comes back: on recovery the missed slots
+    make one task, not three, and the schedule goes on."""
+    stack = await make_stack(workers=1)
+    await asyncio.to_thread(worker.terminate)  # the session's worker would fire it too
+    try:
+        schedule = (await stack.client.post("/schedules", json={
+            "kind": "test.echo", "cron": EVERY_2S})).json()
+
+        async def made() -> list[dict[str, Any]]:
+            return await tasks_of(stack.client, schedule["id"])
+
+        await wait_for(made, timeout=10, what="a first firing")
+        only = stack.workers[0]
+        await asyncio.to_thread(only.terminate)
+        stopped = datetime.now(timezone.utc)
+        before = len(await made())
+
+        async def down_for_6s() -> bool:
+            assert len(await made()) == before  # nobody fires while no worker runs
+            return datetime.now(timezone.utc) - stopped >= timedelta(seconds=6)
+
+        await wait_for(down_for_6s, timeout=10, what="6 s without workers", interval=0.2)
+        only.start()
+        await only.ready(redis)
+        back = datetime.now(timezone.utc)
+
+        async def a_regular_firing_after_recovery() -> bool:
+            return any(datetime.fromisoformat(t["run_at"]) >= back for t in await made())
+
+        await wait_for(a_regular_firing_after_recovery, timeout=10, what="firing to go on")
+        await stack.client.post(f"/schedules/{schedule['id']}/pause")
+    finally:
+        worker.start()
+        await worker.ready(redis)
+    tasks = await made()
+    slots = [datetime.fromisoformat(t["run_at"]) for t in tasks]
+    assert len(set(slots)) == len(slots)
+    catch_up = [t for t in tasks if datetime.fromisoformat(t["created_at"]) >= back
+                and datetime.fromisoformat(t["run_at"]) < back]
+    assert len(catch_up) == 1, [(t["run_at"], t["created_at"]) for t in tasks]
+    assert back - datetime.fromisoformat(catch_up[0]["run_at"]) >= timedelta(seconds=4)
 
 
 async def test_schedule_api(tenant_a: Tenant, tenant_b: Tenant) -> None:

@@ -94,9 +94,10 @@ class _Session:
                 # a cancel ends the relay before its own answer is out: let the answer go
                 await asyncio.wait({self._handling}, timeout=5)
         finally:
-            for job in (relay, *others):
+            jobs = [relay, *others] + ([self._handling] if self._handling else [])
+            for job in jobs:
                 job.cancel()
-            await asyncio.gather(relay, *others, return_exceptions=True)
+            await asyncio.gather(*jobs, return_exceptions=True)
         if not relay.done() or relay.cancelled():
             return  # the client went away (or the server is closing it)
         error = relay.exception()
