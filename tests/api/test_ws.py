@@ -99,7 +99,9 @@ async def test_refusals_close_with_a_code_that_says_why(tenant_a: Tenant, tenant
     task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
     other = (await tenant_a.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
     await wait_status(tenant_a.client, task_id, {"completed"})
-    token = (await tenant_a.client.post(f"/tasks/{task_id}/stream-token")).json()["token"]
+    issued = (await tenant_a.client.post(f"/tasks/{task_id}/stream-token")).json()
+    token = issued["token"]
+    assert issued["ws_url"] == f"/tasks/{task_id}/ws?token={token}"
 
     async def closed(url: str, headers: dict[str, str] | None = None) -> tuple[Any, ...]:
         seen = await socket_events(url, headers or {}, timeout=10)
@@ -121,7 +123,8 @@ async def test_refusals_close_with_a_code_that_says_why(tenant_a: Tenant, tenant
                                     first={"after": -1}, timeout=10)
     assert (bad_first.code, bad_first.reason) == (4400, "invalid_after")
     # a stream token opens the socket (browsers cannot send headers on a WebSocket either)
-    by_token = await socket_events(ws_url(web.url, task_id, token=token, after="0"), {})
+    by_token = await socket_events(f"ws{web.url.removeprefix('http')}{issued['ws_url']}&after=0",
+                                   {})
     assert by_token.code == 1000 and by_token.events[-1][2]["status"] == "completed"
 
 

@@ -68,7 +68,8 @@ SCHEMAS: dict[str, Any] = {
     "StreamToken": {"type": "object", "required": ["token", "expires_in", "events_url"],
                     "properties": {"token": {"type": "string"},
                                    "expires_in": {"type": "integer"},
-                                   "events_url": {"type": "string"}}},
+                                   "events_url": {"type": "string"},
+                                   "ws_url": {"type": "string"}}},
     "UploadAccepted": {"allOf": [{"$ref": "#/components/schemas/Task"}, {
         "type": "object", "required": ["documents"], "properties": {"documents": {
             "type": "array", "items": {"type": "object", "required": ["filename"],

@@ -156,14 +156,15 @@ async def delete(request: Request) -> Response:
 
 
 async def stream_token(request: Request) -> Response:
-    """A token for `GET /tasks/{id}/events?token=...`, for browsers' EventSource."""
+    """A token for `GET /tasks/{id}/events?token=...` and `/ws?token=...`, for browsers."""
     tenant = await authenticate(request)
     state = request.state
     task = await task_store.get(state.pool, tenant, task_id(request))
     ttl = state.settings.stream_token_ttl
     token = tokens.make(state.secret, tenant, task.id, ttl)
     return JSONResponse({"token": token, "expires_in": int(ttl),
-                         "events_url": f"/tasks/{task.id}/events?token={token}"})
+                         "events_url": f"/tasks/{task.id}/events?token={token}",
+                         "ws_url": f"/tasks/{task.id}/ws?token={token}"})
 
 
 def task_body(task: Task) -> dict[str, Any]:
@@ -171,6 +172,7 @@ def task_body(task: Task) -> dict[str, Any]:
     body["links"] = {
         "self": f"/tasks/{task.id}",
         "events": f"/tasks/{task.id}/events",
+        "ws": f"/tasks/{task.id}/ws",
         "cancel": f"/tasks/{task.id}/cancel",
         "retry": f"/tasks/{task.id}/retry",
         "stream_token": f"/tasks/{task.id}/stream-token",
