@@ -23,7 +23,7 @@ from longtask.store import api_keys
 from tests.support import Web, Worker, service_env, wait_for
 
 TABLES = ("task_events", "task_items", "tasks", "api_keys", "chunks", "document_pages",
-          "documents", "file_parts", "files")
+          "documents", "file_parts", "files", "schedules")
 
 
 @dataclass

@@ -12,18 +12,22 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Final
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from longtask import redis_keys
-from longtask.store.events import Event
+from longtask.store import events as event_store
+from longtask.store import items as item_store
+from longtask.store.events import DELTA, TEXT, Event
 
 log = logging.getLogger(__name__)
 
 RESYNC: Final = "resync"  # a marker in a subscription: read Postgres, live events were missed
+_PAGE = 500  # events read from Postgres at a time while replaying
 
 
 async def publish(redis: Redis, events: list[Event]) -> None:
@@ -146,3 +150,73 @@ class Hub:
         for subs in self._subs.values():
             for sub in subs:
                 sub.put(marker)
+
+
+async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: str,
+                           after: int) -> AsyncGenerator[Event, None]:
+    """Every event of a task above `after`, in order, no gaps, no repeats, ending with the
+    task's final event: the history from Postgres, then the live feed.
+
+    Subscribe first, then read the history, then pass on live events above the last one
+    replayed: reading first would lose what is published in between. Sequence numbers are
+    consecutive per task, so a gap in the live feed (or an overflow, or a Redis reconnect) is
+    seen at once and filled from Postgres. The SSE stream and the WebSocket both consume this.
+
+    Live LLM text (`delta`, never stored, seq 0) is passed on as well: after the history, the
+    text so far of each item that is writing some (a `text` event), then only the part of each
+    delta past what this client has (by offset); a delta that skips text means some was lost,
+    and the text so far is read again from Postgres.
+    """
+    last = after
+    shown: dict[int, tuple[int, int]] = {}  # item -> (step, characters) of live text sent
+    async with hub.subscribe(task_id) as live:
+        while True:
+            backlog = await event_store.after(pool, tenant, task_id, last, _PAGE)
+            for event in backlog:
+                yield event
+                last = event.seq
+                if event.terminal:
+                    return
+            if len(backlog) == _PAGE:
+                continue
+            for index, stream in (await item_store.streams(pool, tenant, task_id)).items():
+                if shown.get(index) != (stream["step"], len(stream["text"])):
+                    shown[index] = (stream["step"], len(stream["text"]))
+                    yield Event(task_id, 0, TEXT, {"item": index, **stream})
+            while True:
+                item = await live.get()
+                if item == RESYNC:
+                    break
+                assert isinstance(item, Event)
+                if item.type == DELTA:
+                    piece = _unseen(item.data, shown)
+                    if piece is None:
+                        break  # text was missed: read the text so far from Postgres
+                    if piece:
+                        yield Event(task_id, 0, DELTA, piece)
+                    continue
+                if item.seq <= last:
+                    continue
+                if item.seq > last + 1:
+                    break  # a gap: the missing events are committed; read them from Postgres
+                yield item
+                last = item.seq
+                if item.terminal:
+                    return
+
+
+def _unseen(data: dict[str, Any], shown: dict[int, tuple[int, int]]) -> dict[str, Any] | None:
+    """What of a live delta the client lacks: {} if it has it all, None if text is missing."""
+    index, step, offset, text = data["item"], data["step"], data["offset"], data["text"]
+    if data.get("reset"):
+        shown[index] = (step, 0)
+        return data
+    seen_step, have = shown.get(index, (step, 0))
+    if seen_step != step:
+        have = 0  # the item's next LLM call
+    if offset > have:
+        return None
+    if offset + len(text) <= have:
+        return {}
+    shown[index] = (step, offset + len(text))
+    return {"item": index, "step": step, "offset": have, "text": text[have - offset:]}

@@ -47,6 +47,7 @@ class Settings:
     # backpressure
     rate_limit: str = "100/second"  # per tenant, in the limits library's notation; "" = none
     max_open_tasks: int = 10_000  # per tenant: tasks pending or running
+    max_schedules: int = 1000  # per tenant
     max_queue_depth: int = 100_000  # jobs waiting in the shared queue, all tenants
     # uploads and documents
     max_request_bytes: int = 512 * 1024 * 1024
@@ -101,6 +102,7 @@ class Settings:
             metrics_port=reader.get("LONGTASK_METRICS_PORT", _port, None),
             rate_limit=reader.get("LONGTASK_RATE_LIMIT", _rates, "100/second"),
             max_open_tasks=reader.get("LONGTASK_MAX_OPEN_TASKS", _positive_int, 10_000),
+            max_schedules=reader.get("LONGTASK_MAX_SCHEDULES", _positive_int, 1000),
             max_queue_depth=reader.get("LONGTASK_MAX_QUEUE_DEPTH", _positive_int, 100_000),
             max_request_bytes=reader.get("LONGTASK_MAX_REQUEST_BYTES", _positive_int,
                                          512 * 1024 * 1024),

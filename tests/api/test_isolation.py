@@ -8,17 +8,19 @@ from typing import Any
 
 import asyncpg
 
-from longtask.api import documents, ops, stream, tasks
+from longtask.api import documents, ops, schedules, sockets, stream, tasks
 from longtask.testing import pdfs
 from tests.conftest import Tenant
-from tests.support import ROOT, Worker, wait_status
+from tests.sockets import socket_events, ws_url
+from tests.support import ROOT, Web, Worker, wait_status
 
 SAMPLE = pdfs.SAMPLES[0]
 
 
 def routes_with_ids() -> set[tuple[str, str]]:
     found = set()
-    for route in [*tasks.routes, *stream.routes, *documents.routes, *ops.routes]:
+    for route in [*tasks.routes, *stream.routes, *schedules.routes, *documents.routes,
+                  *ops.routes]:
         for method in route.methods or ():
             if "{id}" in route.path and method != "HEAD":
                 found.add((method, route.path))
@@ -26,7 +28,7 @@ def routes_with_ids() -> set[tuple[str, str]]:
 
 
 async def test_another_tenants_ids_answer_404_everywhere(tenant_a: Tenant, tenant_b: Tenant,
-                                                        live_worker: Worker,
+                                                        live_worker: Worker, web: Web,
                                                         pool: asyncpg.Pool) -> None:
     pdf = (ROOT / "samples" / f"{SAMPLE.filename}.pdf").read_bytes()
     upload = (await tenant_a.client.post(
@@ -37,19 +39,28 @@ async def test_another_tenants_ids_answer_404_everywhere(tenant_a: Tenant, tenan
         "kind": "test.fanout", "params": {"items": [{"name": "bad", "fail": True},
                                                     {"name": "good"}]}})).json()["id"]
     await wait_status(tenant_a.client, failed, {"completed"})
-    ids = {"/tasks": failed, "/documents": document}
+    schedule = (await tenant_a.client.post("/schedules", json={
+        "kind": "test.echo", "cron": "0 0 1 1 *"})).json()["id"]
+    ids = {"/tasks": failed, "/documents": document, "/schedules": schedule}
 
     walk: dict[tuple[str, str], dict[str, Any]] = {
         ("GET", "/tasks/{id}"): {}, ("DELETE", "/tasks/{id}"): {},
         ("POST", "/tasks/{id}/cancel"): {}, ("POST", "/tasks/{id}/retry"): {},
         ("POST", "/tasks/{id}/stream-token"): {}, ("GET", "/tasks/{id}/events"): {},
         ("GET", "/documents/{id}"): {}, ("DELETE", "/documents/{id}"): {},
+        ("GET", "/schedules/{id}"): {}, ("DELETE", "/schedules/{id}"): {},
+        ("POST", "/schedules/{id}/pause"): {}, ("POST", "/schedules/{id}/resume"): {},
     }
     assert set(walk) == routes_with_ids()  # every endpoint that takes an id is walked
     for (method, path), options in walk.items():
-        url = path.replace("{id}", ids["/documents" if path.startswith("/documents") else "/tasks"])
+        url = path.replace("{id}", ids["/" + path.split("/")[1]])
         answer = await tenant_b.client.request(method, url, **options)
         assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), (method, url)
+    # the WebSocket too (not in the walk: a WebSocket route has no HTTP methods)
+    assert [r.path for r in sockets.routes] == ["/tasks/{id}/ws"]
+    refused = await socket_events(ws_url(web.url, failed, after="0"),
+                                  {"Authorization": f"Bearer {tenant_b.key}"})
+    assert (refused.code, refused.reason, refused.events) == (4404, "not_found", [])
     by_document = await tenant_b.client.get("/search", params={"q": SAMPLE.phrase,
                                                                "document_id": document})
     assert by_document.status_code == 404
@@ -57,11 +68,15 @@ async def test_another_tenants_ids_answer_404_everywhere(tenant_a: Tenant, tenan
     # lists, search and stats of tenant B show nothing of A's
     assert (await tenant_b.client.get("/tasks")).json()["tasks"] == []
     assert (await tenant_b.client.get("/documents")).json()["documents"] == []
+    assert (await tenant_b.client.get("/schedules")).json()["schedules"] == []
+    assert (await tenant_b.client.get("/tasks", params={"schedule_id": schedule})).json()[
+        "tasks"] == []
     assert (await tenant_b.client.get("/search", params={"q": SAMPLE.phrase})).json()[
         "results"] == []
     assert (await tenant_b.client.get("/stats")).json()["tasks"]["by_status"] == {}
     # and A's work is untouched by B's deletes and cancels
     assert (await tenant_a.client.get(f"/tasks/{failed}")).status_code == 200
+    assert (await tenant_a.client.get(f"/schedules/{schedule}")).json()["paused"] is False
     hits = (await tenant_a.client.get("/search", params={"q": SAMPLE.phrase})).json()["results"]
     assert hits and hits[0]["document_id"] == document
     assert await pool.fetchval("SELECT count(*) FROM chunks WHERE document_id = $1",

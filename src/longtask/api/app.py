@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from longtask import embedded, queue
-from longtask.api import documents, openapi, ops, request_id, stream, tasks, web
+from longtask.api import (documents, openapi, ops, request_id, schedules, sockets, stream,
+                          tasks, web)
 from longtask.api.admission import Admission
 from longtask.api.common import KeyCache
 from longtask.api.instrument import HttpMetrics
@@ -79,8 +80,8 @@ def create_app(settings: Settings) -> Starlette:
                             request_id.HEADER], max_age=600,
         ))
     return Starlette(
-        routes=[*tasks.routes, *stream.routes, *documents.routes, *ops.routes, *openapi.routes,
-                *web.routes],
+        routes=[*tasks.routes, *stream.routes, *sockets.routes, *schedules.routes,
+                *documents.routes, *ops.routes, *openapi.routes, *web.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

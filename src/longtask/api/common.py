@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from longtask import tokens
 from longtask.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
@@ -37,7 +37,7 @@ class KeyCache:
         return tenant
 
 
-async def authenticate(request: Request) -> str:
+async def authenticate(request: HTTPConnection) -> str:
     """The tenant of the request's `Authorization: Bearer <key>`, counted against its rate."""
     key = _bearer(request)
     if key is None:
@@ -50,8 +50,9 @@ async def authenticate(request: Request) -> str:
     return str(tenant)
 
 
-async def authenticate_stream(request: Request, task_id: str) -> str:
-    """A Bearer key, or a stream token for this very task (browsers' EventSource)."""
+async def authenticate_stream(request: HTTPConnection, task_id: str) -> str:
+    """A Bearer key, or a stream token for this very task (browsers' EventSource and
+    WebSocket, which cannot send headers)."""
     token = request.query_params.get("token")
     if token is None or _bearer(request) is not None:
         return await authenticate(request)
@@ -63,7 +64,7 @@ async def authenticate_stream(request: Request, task_id: str) -> str:
     return tenant
 
 
-def task_id(request: Request) -> str:
+def task_id(request: HTTPConnection) -> str:
     """The `{id}` path value of a task route, normalised."""
     return uuid_value(request.path_params["id"], "task")
 
@@ -104,7 +105,7 @@ def int_query(request: Request, name: str, default: int, low: int, high: int) ->
     return value
 
 
-def _bearer(request: Request) -> str | None:
+def _bearer(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():

@@ -9,9 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from longtask.api.schemas import SCHEMAS, STATUSES, ref
 from longtask.kinds import Registry
-
-STATUSES = ["pending", "running", "completed", "failed", "canceled"]
 
 _ERRORS = {
     "400": "malformed request", "401": "missing or unknown key", "404": "not found (also "
@@ -33,42 +32,49 @@ def spec(registry: Registry) -> dict[str, Any]:
                     "kind": {"type": "string", "enum": kinds},
                     "params": {"description": "the kind's input, any JSON"},
                     "deadline_seconds": {"type": "number", "exclusiveMinimum": 0,
-                                         "maximum": 2_592_000}}},
-                ok={"202": ("accepted; it runs in the background", _ref("Task"))},
+                                         "maximum": 2_592_000},
+                    "run_at": {"type": "string", "format": "date-time", "description":
+                               "not before this (with a timezone; up to 30 days ahead)"},
+                    "delay": {"type": "number", "minimum": 0, "maximum": 2_592_000,
+                              "description": "or: not before this many seconds from now"}}},
+                ok={"202": ("accepted; it runs in the background", ref("Task"))},
                 parameters=[_header("Idempotency-Key", "a repeat returns the same task")]),
             "get": _op("List tasks, newest first", ["400", "401", "429"], parameters=[
                 _query("status", {"type": "string", "enum": STATUSES}),
                 _query("kind", {"type": "string"}),
+                _query("schedule_id", {"type": "string", "format": "uuid"}),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
                 _query("cursor", {"type": "string"})],
-                ok={"200": ("a page", _ref("TaskPage"))}),
+                ok={"200": ("a page", ref("TaskPage"))}),
         },
         "/tasks/{id}": {
             "get": _op("A task with its items", ["401", "404", "429"], parameters=[task_id],
-                       ok={"200": ("the task", _ref("TaskWithItems"))}),
+                       ok={"200": ("the task", ref("TaskWithItems"))}),
             "delete": _op("Delete an ended task", ["401", "404", "409", "429"],
                           parameters=[task_id], ok={"204": ("deleted", None)}),
         },
         "/tasks/{id}/cancel": {"post": _op(
             "Cancel a task", ["401", "404", "409", "429"], parameters=[task_id],
-            ok={"200": ("canceled (also if it was already)", _ref("Task"))})},
+            ok={"200": ("canceled (also if it was already)", ref("Task"))})},
         "/tasks/{id}/retry": {"post": _op(
             "Run an ended task's failed items again, as a new task",
             ["401", "404", "409", "429", "503"], parameters=[task_id],
-            ok={"202": ("the new task", _ref("Task"))})},
+            ok={"202": ("the new task", ref("Task"))})},
         "/tasks/{id}/stream-token": {"post": _op(
             "A short-lived token for the event stream (browsers' EventSource)",
             ["401", "404", "429"], parameters=[task_id],
-            ok={"200": ("the token", _ref("StreamToken"))})},
+            ok={"200": ("the token", ref("StreamToken"))})},
         "/tasks/{id}/events": {"get": _op(
             "Server-Sent Events: the history after Last-Event-ID (or `after`), then live; "
-            "`id:` is the event's sequence number; closes after the task's end",
+            "`id:` is the event's sequence number; closes after the task's end. The same "
+            "events come over a WebSocket at /tasks/{id}/ws (see the README)",
             ["400", "401", "404", "429"], parameters=[
                 task_id, _query("after", {"type": "integer", "minimum": 0}),
                 _query("token", {"type": "string"}),
                 _header("Last-Event-ID", "resume after this sequence number")],
             ok={"200": ("the stream", {"type": "string"}, "text/event-stream"),
                 "204": ("the task has ended and nothing is left to send", None)})},
+        **_schedule_paths(kinds),
         "/documents": {
             "post": _op("Upload PDFs: one ingest item per file", [
                 "400", "401", "413", "422", "429", "503"], body={
@@ -78,16 +84,16 @@ def spec(registry: Registry) -> dict[str, Any]:
                         "metadata": {"type": "string", "description": "a JSON object"},
                         "reindex": {"type": "string", "enum": ["true", "false"]}}},
                 body_type="multipart/form-data",
-                ok={"202": ("the ingest task", _ref("UploadAccepted"))}),
+                ok={"202": ("the ingest task", ref("UploadAccepted"))}),
             "get": _op("List documents", ["400", "401", "429"], parameters=[
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
                 _query("cursor", {"type": "string"})],
-                ok={"200": ("a page", _ref("DocumentPage"))}),
+                ok={"200": ("a page", ref("DocumentPage"))}),
         },
         "/documents/{id}": {
             "get": _op("A document with its page texts and chunks", ["401", "404", "429"],
                        parameters=[document_id],
-                       ok={"200": ("the document", _ref("DocumentDetail"))}),
+                       ok={"200": ("the document", ref("DocumentDetail"))}),
             "delete": _op("Delete a document and its chunks", ["401", "404", "429"],
                           parameters=[document_id], ok={"204": ("deleted", None)}),
         },
@@ -96,14 +102,14 @@ def spec(registry: Registry) -> dict[str, Any]:
             _query("q", {"type": "string", "minLength": 1, "maxLength": 2000}, required=True),
             _query("k", {"type": "integer", "minimum": 1, "maximum": 50}),
             _query("document_id", {"type": "string", "format": "uuid"})],
-            ok={"200": ("the hits, best first", _ref("SearchResults"))})},
+            ok={"200": ("the hits, best first", ref("SearchResults"))})},
         "/stats": {"get": _op("The tenant's tasks by status and kind, queue and workers",
-                              ["401", "429"], ok={"200": ("figures", _ref("Stats"))})},
+                              ["401", "429"], ok={"200": ("figures", ref("Stats"))})},
         "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
-            "200": _response("the process is up", _ref("Health"))}}},
+            "200": _response("the process is up", ref("Health"))}}},
         "/ready": {"get": {"summary": "Readiness: Postgres, Redis, a worker", "security": [],
-                           "responses": {"200": _response("ready", _ref("Ready")),
-                                         "503": _response("not ready", _ref("Ready"))}}},
+                           "responses": {"200": _response("ready", ref("Ready")),
+                                         "503": _response("not ready", ref("Ready"))}}},
         "/metrics": {"get": {"summary": "Prometheus metrics, all tenants", "security": [],
                              "responses": {"200": _response("the text exposition format",
                                                             {"type": "string"}, "text/plain")}}},
@@ -114,10 +120,42 @@ def spec(registry: Registry) -> dict[str, Any]:
             "info": {"title": "longtask", "version": "0.1.0",
                      "description": "Background jobs for AI-agent work, with live progress."},
             "paths": paths,
-            "components": {"schemas": _SCHEMAS, "securitySchemes": {
+            "components": {"schemas": SCHEMAS, "securitySchemes": {
                 "key": {"type": "http", "scheme": "bearer",
                         "description": "`longtask keys create --tenant NAME`"}}},
             "security": [{"key": []}]}
+
+
+def _schedule_paths(kinds: list[str]) -> dict[str, Any]:
+    schedule_id = _path_id("schedule")
+
+    def state_change(summary: str) -> dict[str, Any]:
+        return {"post": _op(summary, ["401", "404", "429"], parameters=[schedule_id],
+                            ok={"200": ("the schedule", ref("Schedule"))})}
+
+    return {
+        "/schedules": {
+            "post": _op("Create a recurring task", ["400", "401", "413", "422", "429"], body={
+                "type": "object", "required": ["kind", "cron"], "properties": {
+                    "kind": {"type": "string", "enum": kinds},
+                    "params": {"description": "each firing's task gets these params"},
+                    "cron": {"type": "string", "maxLength": 200, "description":
+                             "UTC; 5 fields, or 6 with seconds first (`*/10 * * * * *`)"}}},
+                ok={"201": ("created", ref("Schedule"))}),
+            "get": _op("List schedules, newest first", ["400", "401", "429"], parameters=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                _query("cursor", {"type": "string"})],
+                ok={"200": ("a page", ref("SchedulePage"))}),
+        },
+        "/schedules/{id}": {
+            "get": _op("A schedule, with its next firing", ["401", "404", "429"],
+                       parameters=[schedule_id], ok={"200": ("the schedule", ref("Schedule"))}),
+            "delete": _op("Delete a schedule (its tasks stay)", ["401", "404", "429"],
+                          parameters=[schedule_id], ok={"204": ("deleted", None)}),
+        },
+        "/schedules/{id}/pause": state_change("Pause: no firing until resumed"),
+        "/schedules/{id}/resume": state_change("Resume; slots missed while paused do not fire"),
+    }
 
 
 async def openapi(request: Request) -> Response:
@@ -133,7 +171,7 @@ def _op(summary: str, errors: list[str], *, ok: dict[str, tuple[Any, ...]],
         parameters: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
         body_type: str = "application/json") -> dict[str, Any]:
     responses = {code: _response(*answer) for code, answer in ok.items()}
-    responses.update({code: _response(_ERRORS[code], _ref("Error")) for code in errors})
+    responses.update({code: _response(_ERRORS[code], ref("Error")) for code in errors})
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if parameters:
         op["parameters"] = parameters
@@ -161,89 +199,3 @@ def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[st
 def _header(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "header", "required": False, "description": description,
             "schema": {"type": "string"}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(type_: str, **extra: Any) -> dict[str, Any]:
-    return {"type": [type_, "null"], **extra}
-
-
-_TIME = {"type": "string", "format": "date-time"}
-_JOB_ERROR = {"type": ["object", "null"], "required": ["code", "message"],
-              "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "detail"], "properties": {
-        "error": {"type": "string", "description": "a stable code, e.g. not_found"},
-        "detail": {"description": "what was wrong, for a person"}}},
-    "Task": {"type": "object", "required": [
-        "id", "kind", "status", "progress", "items_total", "items_done", "items_failed",
-        "attempts", "last_seq", "created_at", "updated_at", "links"], "properties": {
-        "id": {"type": "string", "format": "uuid"}, "kind": {"type": "string"},
-        "params": {}, "status": {"type": "string", "enum": STATUSES},
-        "progress": {"type": "number", "minimum": 0, "maximum": 100},
-        "stage": _nullable("string"), "message": _nullable("string"), "error": _JOB_ERROR,
-        "result": {}, "items_total": {"type": "integer"}, "items_done": {"type": "integer"},
-        "items_failed": {"type": "integer"}, "attempts": {"type": "integer"},
-        "last_seq": {"type": "integer", "description": "the newest event's sequence number"},
-        "retry_of": _nullable("string"), "deadline_at": _nullable("string"),
-        "created_at": _TIME, "started_at": _nullable("string"),
-        "finished_at": _nullable("string"), "updated_at": _TIME,
-        "links": {"type": "object", "additionalProperties": {"type": "string"}}}},
-    "TaskWithItems": {"allOf": [{"$ref": "#/components/schemas/Task"}, {
-        "type": "object", "required": ["items"], "properties": {"items": {
-            "type": "array", "items": {"type": "object", "required": [
-                "index", "id", "name", "status", "progress", "attempts"], "properties": {
-                "index": {"type": "integer"}, "id": {"type": "string", "format": "uuid"},
-                "name": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
-                "progress": {"type": "number"}, "stage": _nullable("string"),
-                "message": _nullable("string"), "attempts": {"type": "integer"},
-                "error": _JOB_ERROR, "result": {}, "started_at": _nullable("string"),
-                "finished_at": _nullable("string")}}}}}]},
-    "TaskPage": {"type": "object", "required": ["tasks", "next_cursor"], "properties": {
-        "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
-        "next_cursor": _nullable("string")}},
-    "StreamToken": {"type": "object", "required": ["token", "expires_in", "events_url"],
-                    "properties": {"token": {"type": "string"},
-                                   "expires_in": {"type": "integer"},
-                                   "events_url": {"type": "string"}}},
-    "UploadAccepted": {"allOf": [{"$ref": "#/components/schemas/Task"}, {
-        "type": "object", "required": ["documents"], "properties": {"documents": {
-            "type": "array", "items": {"type": "object", "required": ["filename"],
-                                       "properties": {"filename": {"type": "string"},
-                                                      "document_id": _nullable("string")}}}}}]},
-    "Document": {"type": "object", "required": ["id", "filename", "status"], "properties": {
-        "id": {"type": "string", "format": "uuid"}, "filename": {"type": "string"},
-        "sha256": {"type": "string"}, "size": {"type": "integer"}, "metadata": {"type": "object"},
-        "status": {"type": "string"}, "error": _JOB_ERROR, "title": _nullable("string"),
-        "pages": _nullable("integer"), "chunk_count": {"type": "integer"},
-        "summary": _nullable("object"), "embedding_model": _nullable("string"),
-        "embedding_dim": _nullable("integer"), "task_id": _nullable("string"),
-        "created_at": _TIME, "indexed_at": _nullable("string")}},
-    "DocumentDetail": {"allOf": [{"$ref": "#/components/schemas/Document"}, {
-        "type": "object", "required": ["page_texts", "chunks"], "properties": {
-            "page_texts": {"type": "array"}, "chunks": {"type": "array"}}}]},
-    "DocumentPage": {"type": "object", "required": ["documents", "next_cursor"], "properties": {
-        "documents": {"type": "array", "items": {"$ref": "#/components/schemas/Document"}},
-        "next_cursor": _nullable("string")}},
-    "SearchResults": {"type": "object", "required": ["query", "model", "results"], "properties": {
-        "query": {"type": "string"}, "model": {"type": "string"},
-        "results": {"type": "array", "items": {"type": "object", "required": [
-            "document_id", "filename", "page_start", "page_end", "text", "score"], "properties": {
-            "document_id": {"type": "string", "format": "uuid"}, "filename": {"type": "string"},
-            "title": _nullable("string"), "idx": {"type": "integer"},
-            "page_start": {"type": "integer"}, "page_end": {"type": "integer"},
-            "text": {"type": "string"}, "score": {"type": "number"}}}}}},
-    "Stats": {"type": "object", "required": ["tasks", "queue_depth", "workers_alive"],
-              "properties": {"tasks": {"type": "object"}, "queue_depth": {"type": "integer"},
-                             "workers_alive": {"type": "integer"},
-                             "open_streams": {"type": "integer"}}},
-    "Health": {"type": "object", "required": ["status"],
-               "properties": {"status": {"type": "string"}}},
-    "Ready": {"type": "object", "required": ["status", "checks"], "properties": {
-        "status": {"type": "string", "enum": ["ready", "not_ready"]},
-        "checks": {"type": "object"}}},
-}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +24,8 @@ from longtask.store.tasks import Task
 STATUSES = ("pending", "running", "completed", "failed", "canceled")
 _MAX_IDEMPOTENCY_KEY = 200
 _MAX_DEADLINE = 30 * 86400
+_MAX_DEFER = 30 * 86400  # run_at / delay: at most this far ahead
+_PAST_GRACE = timedelta(minutes=1)  # a run_at this far past is "now" (clocks differ a little)
 
 
 async def submit(request: Request) -> Response:
@@ -43,13 +45,42 @@ async def submit(request: Request) -> Response:
             deadline, bool) or not 0 < deadline <= _MAX_DEADLINE):
         raise InvalidInput(f"`deadline_seconds` must be a number of seconds up to {_MAX_DEADLINE}",
                            code="invalid_deadline")
+    run_at = start_time(body)
     await state.admission.room_in_queue()
     created = await task_store.create(
         state.pool, tenant=tenant, kind=kind.name, params=params, items=kind.split(params),
         idempotency_key=key, request_hash=params_hash(kind.name, params) if key else None,
-        deadline_seconds=deadline, max_open=state.settings.max_open_tasks,
+        deadline_seconds=deadline, max_open=state.settings.max_open_tasks, run_at=run_at,
     )
     return await accepted(state, created)
+
+
+def start_time(body: dict[str, Any]) -> datetime | None:
+    """When a deferred task may start: `run_at` (ISO 8601 with a timezone) or `delay` (seconds
+    from now), up to 30 days ahead; a `run_at` up to a minute past is taken as "now"."""
+    run_at, delay = body.get("run_at"), body.get("delay")
+    now = datetime.now(timezone.utc)
+    if run_at is not None and delay is not None:
+        raise InvalidInput("give `run_at` or `delay`, not both", code="invalid_run_at")
+    if delay is not None:
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) \
+                or not 0 <= delay <= _MAX_DEFER:
+            raise InvalidInput(f"`delay` must be a number of seconds from 0 to {_MAX_DEFER}",
+                               code="invalid_delay")
+        return now + timedelta(seconds=delay)
+    if run_at is None:
+        return None
+    try:
+        when = datetime.fromisoformat(run_at) if isinstance(run_at, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidInput("`run_at` must be an ISO 8601 time with a timezone, e.g. "
+                           "2030-01-01T09:00:00Z", code="invalid_run_at")
+    if not now - _PAST_GRACE <= when <= now + timedelta(seconds=_MAX_DEFER):
+        raise InvalidInput(f"`run_at` must be from a minute ago to {_MAX_DEFER // 86400} days "
+                           "ahead", code="invalid_run_at")
+    return max(when, now)
 
 
 async def retry(request: Request) -> Response:
@@ -88,22 +119,34 @@ async def index(request: Request) -> Response:
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
     kind = request.query_params.get("kind") or None
+    schedule = request.query_params.get("schedule_id") or None
+    if schedule is not None:
+        try:
+            schedule = str(uuid.UUID(schedule))
+        except ValueError:
+            raise InvalidInput("`schedule_id` must be a schedule's id", code="invalid_query") \
+                from None
     limit = int_query(request, "limit", 50, 1, 200)
     before = decode_cursor(request.query_params.get("cursor"))
     page = await task_store.list_page(request.state.pool, tenant, status=status, kind=kind,
-                                      limit=limit, before=before)
+                                      schedule_id=schedule, limit=limit, before=before)
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(page) == limit else None
     return JSONResponse({"tasks": [task_body(t) for t in page], "next_cursor": next_cursor})
 
 
 async def cancel(request: Request) -> Response:
     tenant = await authenticate(request)
-    state = request.state
-    canceled = await task_store.cancel(state.pool, tenant, task_id(request))
+    return JSONResponse(task_body(await cancel_task(request.state, tenant, task_id(request))))
+
+
+async def cancel_task(state: Any, tenant: str, ident: str) -> Task:
+    """Cancel a task and tell its listeners and workers (POST .../cancel and the WebSocket's
+    `{"action": "cancel"}`). Conflict if it ended otherwise; idempotent if canceled."""
+    canceled = await task_store.cancel(state.pool, tenant, ident)
     if canceled.events:
         await publish(state.arq, canceled.events)
         await announce_cancel(state.arq, canceled.task.id)
-    return JSONResponse(task_body(canceled.task))
+    return canceled.task
 
 
 async def delete(request: Request) -> Response:
@@ -113,14 +156,15 @@ async def delete(request: Request) -> Response:
 
 
 async def stream_token(request: Request) -> Response:
-    """A token for `GET /tasks/{id}/events?token=...`, for browsers' EventSource."""
+    """A token for `GET /tasks/{id}/events?token=...` and `/ws?token=...`, for browsers."""
     tenant = await authenticate(request)
     state = request.state
     task = await task_store.get(state.pool, tenant, task_id(request))
     ttl = state.settings.stream_token_ttl
     token = tokens.make(state.secret, tenant, task.id, ttl)
     return JSONResponse({"token": token, "expires_in": int(ttl),
-                         "events_url": f"/tasks/{task.id}/events?token={token}"})
+                         "events_url": f"/tasks/{task.id}/events?token={token}",
+                         "ws_url": f"/tasks/{task.id}/ws?token={token}"})
 
 
 def task_body(task: Task) -> dict[str, Any]:
@@ -128,6 +172,7 @@ def task_body(task: Task) -> dict[str, Any]:
     body["links"] = {
         "self": f"/tasks/{task.id}",
         "events": f"/tasks/{task.id}/events",
+        "ws": f"/tasks/{task.id}/ws",
         "cancel": f"/tasks/{task.id}/cancel",
         "retry": f"/tasks/{task.id}/retry",
         "stream_token": f"/tasks/{task.id}/stream-token",

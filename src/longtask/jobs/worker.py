@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from longtask import embed_rpc, embedded, logs, queue, redis_keys
 from longtask.db import create_pool
+from longtask.jobs import scheduler
 from longtask.jobs.context import Services
 from longtask.jobs.runner import Running, run_item
 from longtask.events import announce_cancel, publish
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
 RECONCILE_EVERY_SECONDS = 5.0
+RECONCILE_HORIZON_SECONDS = 60.0  # deferred items are re-enqueued only this close to their time
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -70,6 +72,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             _duty(services, "reap", settings.reaper_seconds, _reap)))
         background.append(asyncio.create_task(
             _duty(services, "reconcile", RECONCILE_EVERY_SECONDS, _reconcile)))
+        background.append(asyncio.create_task(_duty(
+            services, "schedule", scheduler.EVERY_SECONDS,
+            lambda services: scheduler.fire_due(services, registry))))
         if not settings.embed_url:  # the offline model: serve query embeddings, load it now
             embedder = services.resource("embedder",
                                          lambda: providers.embedder(settings, services.http))
@@ -164,7 +169,8 @@ async def _reconcile(services: Services) -> int:
     ignores a job id it still holds. A pending item whose job a worker took long ago without
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
     one until job_timeout."""
-    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS)
+    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS,
+                                            RECONCILE_HORIZON_SECONDS)
     if not pending:
         return 0
     async with services.redis.pipeline(transaction=False) as pipe:

@@ -260,16 +260,19 @@ async def expire_leases(pool: asyncpg.Pool, max_attempts: int,
     return jobs, out
 
 
-async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float,
+async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_seconds: float,
                        limit: int = 1000) -> list[PendingJob]:
-    """Pending items of live tasks that have waited a while: the reconciler re-enqueues them."""
+    """Pending items of live tasks that have waited a while: the reconciler re-enqueues them.
+    Items deferred past the horizon are left out: Postgres holds them, and they come back here
+    before their time (so thousands of far-off deferred tasks never crowd out lost jobs)."""
     rows = await pool.fetch(
         "SELECT i.id, i.job_id, i.run_after, i.attempts FROM task_items i"
         " JOIN tasks t ON t.id = i.task_id"
         " WHERE i.status = 'pending' AND t.status IN ('pending', 'running')"
         " AND i.updated_at < now() - make_interval(secs => $1)"
+        " AND (i.run_after IS NULL OR i.run_after < now() + make_interval(secs => $3))"
         " ORDER BY i.created_at LIMIT $2",
-        older_than_seconds, limit,
+        older_than_seconds, limit, horizon_seconds,
     )
     return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1)
             for r in rows]

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from longtask.db import transaction
 from longtask.errors import Conflict, NotFound, TooManyRequests
 from longtask.redis_keys import item_job_id
 from longtask.store.events import TERMINAL, Event, insert_at
@@ -37,6 +38,8 @@ class Task:
     last_seq: int
     retry_of: str | None
     deadline_at: datetime | None
+    run_at: datetime | None  # deferred: not started before this (a schedule's: its slot)
+    schedule_id: str | None  # the schedule that made it
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -81,7 +84,7 @@ _COLUMNS = ", ".join(f.name for f in fields(Task))
 
 
 async def create(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | asyncpg.Connection,
     *,
     tenant: str,
     kind: str,
@@ -92,18 +95,22 @@ async def create(
     retry_of: str | None = None,
     deadline_seconds: float | None = None,
     max_open: int | None = None,
+    run_at: datetime | None = None,
+    schedule_id: str | None = None,
 ) -> Created:
     """Store a task, its items (the enqueue intent) and its first event together; with
-    `max_open`, only while the tenant has fewer open tasks than that (else TooManyRequests)."""
+    `max_open`, only while the tenant has fewer open tasks than that (else TooManyRequests).
+    With `run_at` it stays pending until then (its deadline counts from then). Given a
+    connection, it all happens in a savepoint of the caller's transaction."""
     item_ids = [str(uuid.uuid4()) for _ in items]
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         row = await conn.fetchrow(
             f"INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,"
-            f" last_seq, retry_of, deadline_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7,"
-            f" now() + make_interval(secs => $8))"
+            f" last_seq, retry_of, run_at, deadline_at, schedule_id) VALUES ($1, $2, $3, $4, $5,"
+            f" $6, 1, $7, $9, coalesce($9, now()) + make_interval(secs => $8), $10)"
             f" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
             tenant, kind, params, len(items), idempotency_key, request_hash, retry_of,
-            deadline_seconds,
+            deadline_seconds, run_at, schedule_id,
         )
         if row is None:
             return await _replay(conn, tenant, idempotency_key, request_hash)
@@ -112,16 +119,18 @@ async def create(
         task = _task(row)
         job_ids = [item_job_id(item_id, 1) for item_id in item_ids]
         await conn.execute(
-            "INSERT INTO task_items (id, task_id, tenant, idx, name, payload, job_id)"
-            " SELECT u.id, $1, $2, u.idx - 1, u.name, u.payload, u.job_id"
+            "INSERT INTO task_items (id, task_id, tenant, idx, name, payload, job_id, run_after)"
+            " SELECT u.id, $1, $2, u.idx - 1, u.name, u.payload, u.job_id, $7"
             " FROM unnest($3::uuid[], $4::text[], $5::jsonb[], $6::text[])"
             " WITH ORDINALITY AS u(id, name, payload, job_id, idx)",
             task.id, tenant, item_ids, [i.name for i in items], [i.payload for i in items], job_ids,
+            run_at,
         )
-        event = await insert_at(
-            conn, task.id, tenant, 1, "status", {"status": "pending", "items_total": len(items)}
-        )
-    jobs = [PendingJob(i, j, None) for i, j in zip(item_ids, job_ids)]
+        first: dict[str, Any] = {"status": "pending", "items_total": len(items)}
+        if run_at is not None:
+            first["run_at"] = task.run_at.isoformat() if task.run_at else None
+        event = await insert_at(conn, task.id, tenant, 1, "status", first)
+    jobs = [PendingJob(i, j, run_at) for i, j in zip(item_ids, job_ids)]
     return Created(task, jobs, [event], replayed=False)
 
 
@@ -156,6 +165,7 @@ async def list_page(
     kind: str | None,
     limit: int,
     before: tuple[datetime, str] | None,
+    schedule_id: str | None = None,
 ) -> list[Task]:
     """Newest first; `before` is the (created_at, id) of the last task of the previous page."""
     rows = await pool.fetch(
@@ -164,8 +174,10 @@ async def list_page(
         "      OR ($2 = 'failed' AND status = 'completed' AND items_failed > 0))"
         " AND ($3::text IS NULL OR kind = $3)"
         " AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))"
+        " AND ($7::uuid IS NULL OR schedule_id = $7)"
         " ORDER BY created_at DESC, id DESC LIMIT $6",
         tenant, status, kind, before[0] if before else None, before[1] if before else None, limit,
+        schedule_id,
     )
     return [_task(r) for r in rows]
 
@@ -300,5 +312,6 @@ async def _replay(conn: asyncpg.Connection, tenant: str, key: str | None,
 def _task(row: asyncpg.Record) -> Task:
     values = {f.name: row[f.name] for f in fields(Task)}
     values["id"] = str(values["id"])
-    values["retry_of"] = str(values["retry_of"]) if values["retry_of"] else None
+    for key in ("retry_of", "schedule_id"):
+        values[key] = str(values[key]) if values[key] else None
     return Task(**values)
