@@ -45,6 +45,7 @@ def embed_reply(request_id: str) -> str:
     return f"{PREFIX}:embed:reply:{request_id}"
 
 
-def duty_lock(name: str) -> str:
-    """Held by the one worker doing a periodic duty (reap, reconcile) this interval."""
-    return f"{PREFIX}:duty:{name}"
+def duty_lock(name: str, queue: str) -> str:
+    """Held by the one worker of `queue` doing a periodic duty (reap, reconcile, schedule) this
+    interval: workers of another queue do their own queue's."""
+    return f"{PREFIX}:duty:{queue}:{name}"

@@ -15,6 +15,7 @@ from typing import TypeVar
 from longtask.errors import ConfigError
 
 T = TypeVar("T")
+DEFAULT_QUEUE = "longtask:queue"
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Settings:
     data_dir: Path = Path(".data")
     secret: str = ""  # signs stream tokens; when unset, one is made and kept in Postgres
     kinds: tuple[str, ...] = ()  # extra modules that register job kinds
-    queue_name: str = "longtask:queue"
+    queue_name: str = DEFAULT_QUEUE
     worker_concurrency: int = 16
     job_timeout: float = 3600.0  # ARQ's hard limit for one item
     item_timeout: float = 1800.0  # the soft limit: the item is stopped, cleaned up, `timeout`
@@ -81,7 +82,7 @@ class Settings:
             data_dir=reader.get("LONGTASK_DATA_DIR", Path, Path(".data")),
             secret=reader.get("LONGTASK_SECRET", str, ""),
             kinds=reader.get("LONGTASK_KINDS", _csv, ()),
-            queue_name=reader.get("LONGTASK_QUEUE", str, "longtask:queue"),
+            queue_name=reader.get("LONGTASK_QUEUE", str, DEFAULT_QUEUE),
             worker_concurrency=reader.get("LONGTASK_WORKER_CONCURRENCY", _positive_int, 16),
             job_timeout=reader.get("LONGTASK_JOB_TIMEOUT", _positive_float, 3600.0),
             item_timeout=reader.get("LONGTASK_ITEM_TIMEOUT", _positive_float, 1800.0),

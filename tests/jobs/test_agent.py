@@ -122,8 +122,8 @@ async def test_a_killed_run_resumes_without_asking_the_llm_again(make_stack: Any
         task = await wait_status(stack.client, task_id, {"completed", "failed"}, timeout=60)
     assert task["status"] == "completed" and task["items"][0]["attempts"] == 2
     calls = [step_of(r.body) for r in fake.requests if r.path == CHAT and "tools" in r.body]
-    seen = [(r.path, r.status, r.fault, step_of(r.body) if r.path == CHAT else None)
-            for r in fake.requests]
+    seen = " ".join(f"{step_of(r.body) if r.path == CHAT else 'e'}:{r.status}:{r.fault or ''}"
+                    for r in fake.requests)
     assert calls.count(1) == 1 and calls.count(2) == 1, seen  # finished steps: not paid twice
     assert calls.count(4) == 1 and task["result"]["answer"].startswith(ANSWER), seen
 

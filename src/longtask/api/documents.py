@@ -60,6 +60,7 @@ async def upload(request: Request) -> Response:
         await form.close()
     created = await task_store.create(
         state.pool, tenant=tenant, kind="ingest", items=items, max_open=settings.max_open_tasks,
+        queue=settings.queue_name,
         params={"files": [i.name for i in items], "reindex": reindex, "metadata": metadata})
     return await accepted(state, created, documents=[  # which document each file became
         {"filename": i.name, "document_id": i.payload.get("document_id")} for i in items])

@@ -30,7 +30,8 @@ async def create(request: Request) -> Response:
     expression = cron.validate(body.get("cron"))
     schedule = await schedule_store.create(
         state.pool, tenant=tenant, kind=kind.name, params=params, cron=expression,
-        next_run=cron.next_after, max_per_tenant=state.settings.max_schedules)
+        next_run=cron.next_after, max_per_tenant=state.settings.max_schedules,
+        queue=state.settings.queue_name)
     return JSONResponse(schedule_body(schedule), status_code=201,
                         headers={"Location": f"/schedules/{schedule.id}"})
 

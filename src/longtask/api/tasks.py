@@ -51,6 +51,7 @@ async def submit(request: Request) -> Response:
         state.pool, tenant=tenant, kind=kind.name, params=params, items=kind.split(params),
         idempotency_key=key, request_hash=params_hash(kind.name, params) if key else None,
         deadline_seconds=deadline, max_open=state.settings.max_open_tasks, run_at=run_at,
+        queue=state.settings.queue_name,
     )
     return await accepted(state, created)
 
@@ -91,7 +92,8 @@ async def retry(request: Request) -> Response:
     await state.admission.room_in_queue()
     created = await task_store.create(state.pool, tenant=tenant, kind=old.kind, params=old.params,
                                       items=items, retry_of=old.id,
-                                      max_open=state.settings.max_open_tasks)
+                                      max_open=state.settings.max_open_tasks,
+                                      queue=state.settings.queue_name)
     return await accepted(state, created)
 
 

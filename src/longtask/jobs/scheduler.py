@@ -34,7 +34,7 @@ async def fire_due(services: Services, registry: Registry) -> int:
     for _ in range(MAX_PER_BEAT):
         try:
             async with transaction(services.pool) as conn:
-                claimed = await schedule_store.claim_due(conn)
+                claimed = await schedule_store.claim_due(conn, services.settings.queue_name)
                 if claimed is None:
                     return made
                 schedule, now = claimed
@@ -71,7 +71,8 @@ async def _create(conn: Any, services: Services, registry: Registry,
             conn, tenant=schedule.tenant, kind=kind.name, params=schedule.params,
             items=kind.split(schedule.params), idempotency_key=f"schedule:{schedule.id}:{slot}",
             request_hash=params_hash(kind.name, schedule.params), run_at=schedule.next_run_at,
-            schedule_id=schedule.id, max_open=services.settings.max_open_tasks), None
+            schedule_id=schedule.id, max_open=services.settings.max_open_tasks,
+            queue=services.settings.queue_name), None
     except ApiError as exc:
         return None, {"code": exc.code, "message": str(exc.detail)[:500]}
     except Exception as exc:  # a kind's own splitter may raise anything: one schedule that

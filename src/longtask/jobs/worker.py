@@ -156,7 +156,8 @@ async def _reap(services: Services) -> int:
     """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
     ARQ's job_timeout."""
     settings = services.settings
-    jobs, events = await item_store.expire_leases(services.pool, settings.max_retries + 1)
+    jobs, events = await item_store.expire_leases(services.pool, settings.max_retries + 1,
+                                                  settings.queue_name)
     ended = await task_store.expire_deadlines(services.pool)  # the same beat: tasks past due
     await publish(services.redis, events + ended)
     for event in ended:
@@ -170,7 +171,8 @@ async def _reconcile(services: Services) -> int:
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
     one until job_timeout."""
     pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS,
-                                            RECONCILE_HORIZON_SECONDS)
+                                            RECONCILE_HORIZON_SECONDS,
+                                            services.settings.queue_name)
     if not pending:
         return 0
     async with services.redis.pipeline(transaction=False) as pipe:
@@ -188,7 +190,7 @@ async def _reconcile(services: Services) -> int:
 async def _duty(services: Services, name: str, every: float,
                 duty: Callable[[Services], Awaitable[int]]) -> None:
     """Run `duty` every `every` seconds on one worker of all (a Redis lock per interval)."""
-    key = redis_keys.duty_lock(name)
+    key = redis_keys.duty_lock(name, services.settings.queue_name)
     while True:
         try:
             if await services.redis.set(key, services.worker_id, nx=True, px=int(every * 900)):

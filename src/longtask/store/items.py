@@ -232,15 +232,16 @@ async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
     return Finished(out, ended, task["items_failed"])
 
 
-async def expire_leases(pool: asyncpg.Pool, max_attempts: int,
+async def expire_leases(pool: asyncpg.Pool, max_attempts: int, queue: str,
                         limit: int = 500) -> tuple[list[PendingJob], list[Event]]:
     """Hand items whose worker stopped heartbeating to the queue again, each under its next
     attempt's job id; an item that has used up its attempts this way fails as `crashed`."""
     # two reapers may read the same rows: the conditional writes below let only one act
     rows = await pool.fetch(
-        "SELECT id, attempts, lease_owner FROM task_items"
-        " WHERE status = 'running' AND lease_expires_at < now()"
-        " ORDER BY lease_expires_at LIMIT $1", limit)
+        "SELECT i.id, i.attempts, i.lease_owner FROM task_items i"
+        " JOIN tasks t ON t.id = i.task_id AND t.queue = $2"
+        " WHERE i.status = 'running' AND i.lease_expires_at < now()"
+        " ORDER BY i.lease_expires_at LIMIT $1", limit, queue)
     jobs: list[PendingJob] = []
     out: list[Event] = []
     for row in rows:
@@ -261,18 +262,18 @@ async def expire_leases(pool: asyncpg.Pool, max_attempts: int,
 
 
 async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_seconds: float,
-                       limit: int = 1000) -> list[PendingJob]:
+                       queue: str, limit: int = 1000) -> list[PendingJob]:
     """Pending items of live tasks that have waited a while: the reconciler re-enqueues them.
     Items deferred past the horizon are left out: Postgres holds them, and they come back here
     before their time (so thousands of far-off deferred tasks never crowd out lost jobs)."""
     rows = await pool.fetch(
         "SELECT i.id, i.job_id, i.run_after, i.attempts FROM task_items i"
-        " JOIN tasks t ON t.id = i.task_id"
+        " JOIN tasks t ON t.id = i.task_id AND t.queue = $4"
         " WHERE i.status = 'pending' AND t.status IN ('pending', 'running')"
         " AND i.updated_at < now() - make_interval(secs => $1)"
         " AND (i.run_after IS NULL OR i.run_after < now() + make_interval(secs => $3))"
         " ORDER BY i.created_at LIMIT $2",
-        older_than_seconds, limit, horizon_seconds,
+        older_than_seconds, limit, horizon_seconds, queue,
     )
     return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1)
             for r in rows]

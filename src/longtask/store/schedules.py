@@ -43,8 +43,9 @@ NextRun = Callable[[str, datetime], datetime]  # (cron, after) -> the first firi
 
 
 async def create(pool: asyncpg.Pool, *, tenant: str, kind: str, params: Any, cron: str,
-                 next_run: NextRun, max_per_tenant: int) -> Schedule:
-    """A new schedule, first firing at the cron's next slot; TooManyRequests past the cap."""
+                 next_run: NextRun, max_per_tenant: int, queue: str) -> Schedule:
+    """A new schedule, first firing at the cron's next slot (by the workers of `queue`);
+    TooManyRequests past the cap."""
     async with transaction(pool) as conn:
         # one tenant's creates queue here, so two at once cannot both pass the count
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('schedules:' || $1))", tenant)
@@ -54,9 +55,9 @@ async def create(pool: asyncpg.Pool, *, tenant: str, kind: str, params: Any, cro
                                   code="too_many_schedules")
         now = await conn.fetchval("SELECT now()")
         row = await conn.fetchrow(
-            f"INSERT INTO schedules (tenant, kind, params, cron, next_run_at)"
-            f" VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}",
-            tenant, kind, params, cron, next_run(cron, now))
+            f"INSERT INTO schedules (tenant, kind, params, cron, next_run_at, queue)"
+            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+            tenant, kind, params, cron, next_run(cron, now), queue)
     return _schedule(row)
 
 
@@ -103,12 +104,13 @@ async def delete(pool: asyncpg.Pool, tenant: str, ident: str) -> None:
         raise NotFound(f"no schedule {ident}")
 
 
-async def claim_due(conn: asyncpg.Connection) -> tuple[Schedule, datetime] | None:
-    """A schedule whose slot has come, locked for this transaction (another scheduler skips it),
-    and the transaction's time; None if none is due."""
+async def claim_due(conn: asyncpg.Connection,
+                    queue: str) -> tuple[Schedule, datetime] | None:
+    """A schedule of `queue` whose slot has come, locked for this transaction (another scheduler
+    skips it), and the transaction's time; None if none is due."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS}, now() AS now FROM schedules WHERE NOT paused AND next_run_at <= now()"
-        " ORDER BY next_run_at LIMIT 1 FOR UPDATE SKIP LOCKED")
+        f"SELECT {_COLUMNS}, now() AS now FROM schedules WHERE queue = $1 AND NOT paused"
+        " AND next_run_at <= now() ORDER BY next_run_at LIMIT 1 FOR UPDATE SKIP LOCKED", queue)
     return (_schedule(row), row["now"]) if row else None
 
 

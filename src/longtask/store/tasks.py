@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from longtask.db import transaction
+from longtask.settings import DEFAULT_QUEUE
 from longtask.errors import Conflict, NotFound, TooManyRequests
 from longtask.redis_keys import item_job_id
 from longtask.store.events import TERMINAL, Event, insert_at
@@ -97,6 +98,7 @@ async def create(
     max_open: int | None = None,
     run_at: datetime | None = None,
     schedule_id: str | None = None,
+    queue: str = DEFAULT_QUEUE,
 ) -> Created:
     """Store a task, its items (the enqueue intent) and its first event together; with
     `max_open`, only while the tenant has fewer open tasks than that (else TooManyRequests).
@@ -106,11 +108,11 @@ async def create(
     async with transaction(pool) as conn:
         row = await conn.fetchrow(
             f"INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,"
-            f" last_seq, retry_of, run_at, deadline_at, schedule_id) VALUES ($1, $2, $3, $4, $5,"
-            f" $6, 1, $7, $9, coalesce($9, now()) + make_interval(secs => $8), $10)"
+            f" last_seq, retry_of, run_at, deadline_at, schedule_id, queue) VALUES ($1, $2, $3,"
+            f" $4, $5, $6, 1, $7, $9, coalesce($9, now()) + make_interval(secs => $8), $10, $11)"
             f" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
             tenant, kind, params, len(items), idempotency_key, request_hash, retry_of,
-            deadline_seconds, run_at, schedule_id,
+            deadline_seconds, run_at, schedule_id, queue,
         )
         if row is None:
             return await _replay(conn, tenant, idempotency_key, request_hash)
