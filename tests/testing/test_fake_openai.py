@@ -209,7 +209,8 @@ async def test_many_requests_wait_at_once(server: FakeOpenAI, http: httpx.AsyncC
                                      for i in range(50)])
     assert {a.status_code for a in answers} == {200}
     assert server.max_concurrency >= 40  # they waited together, not one after another
-    assert all(r.ended - r.started >= 0.5 for r in server.requests)
+    # each waited its latency (the event loop may wake a timer up to its clock resolution early)
+    assert all(r.ended - r.started >= 0.49 for r in server.requests)
 
 
 async def test_the_rate_limit_answers_429_past_its_requests(server: FakeOpenAI,
