@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -152,3 +153,40 @@ async def test_a_stalled_worker_that_wakes_up_writes_nothing(make_stack: Any,
 
         await wait_for(gave_up, timeout=20, what="the woken worker to give its item up")
         await assert_exactly_once(pool, task_id, files=6)  # and it wrote nothing after waking
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:
+            continue
+        if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_a_killed_workers_parser_processes_exit_with_it(make_stack: Any) -> None:
+    with FakeOpenAI() as fake:
+        stack = await make_stack(workers=1, **fake_providers(fake))
+        task_id = (await stack.client.post("/documents", files=batch(3, files=1))).json()["id"]
+        await wait_status(stack.client, task_id, {"completed"}, timeout=60)
+        worker = stack.workers[0]
+        parsers = [pid for pid in _children(worker.pid) if _running(pid)]
+        assert parsers, "the worker parsed a PDF, so it has parser processes"
+        worker.kill()
+
+        async def all_gone() -> bool:
+            return not any(_running(pid) for pid in parsers)
+
+        await wait_for(all_gone, timeout=15, what=f"parser processes {parsers} to exit")

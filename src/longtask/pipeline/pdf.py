@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -71,8 +74,9 @@ class PdfParser:
         loop = asyncio.get_running_loop()
         async with self._slots:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self._processes,
-                                                 mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(
+                    self._processes, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent, initargs=(os.getpid(),))
             pool = self._pool
             try:
                 return await asyncio.wait_for(loop.run_in_executor(pool, fn, *args),
@@ -101,6 +105,21 @@ def _raise_for(outcome: dict[str, Any]) -> None:
 
 
 # --- in the parser process -------------------------------------------------------------------
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process soon after the worker that made it dies (kill -9 included): a pool's
+    processes hold their own queue's write end, so they never see it close, and would idle on
+    as orphans, each holding PyMuPDF's memory."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
 
 def _open(path: str) -> Any:
     import pymupdf
