@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable
@@ -11,6 +10,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from arq import ArqRedis, create_pool
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms, to_unix_ms
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -56,24 +58,53 @@ async def connect(url: str, retries: int = WEB_RETRIES) -> ArqRedis:
                              job_deserializer=loads)
 
 
+# ARQ's enqueue_job, for many jobs in one round trip: a job whose id is queued, running or has
+# a result already is left alone (ARQ's own check, WATCH + EXISTS + MULTI, is three round trips
+# for each job). KEYS: the queue, then each job's key and result key; ARGV: four per job.
+_ENQUEUE = """
+local added = 0
+for j = 1, (#KEYS - 1) / 2 do
+    local job_key, result_key, a = KEYS[2 * j], KEYS[2 * j + 1], 4 * (j - 1)
+    if redis.call('exists', job_key, result_key) == 0 then
+        redis.call('psetex', job_key, ARGV[a + 3], ARGV[a + 4])
+        redis.call('zadd', KEYS[1], ARGV[a + 2], ARGV[a + 1])
+        added = added + 1
+    end
+end
+return added
+"""
+_BATCH = 500  # jobs per script call: Redis runs a script alone, so keep each one short
+
+
 async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) -> int:
-    """Enqueue item jobs; a job id already queued or running is left alone (ARQ dedupes).
+    """Enqueue item jobs in ARQ's format; a job id already queued or running is left alone.
+    The number enqueued now.
 
     Failure is logged, not raised: the rows are committed, and the reconciler enqueues what
     Redis does not hold.
     """
-    async def one(job: PendingJob) -> bool:
-        defer = job.run_after if isinstance(job.run_after, datetime) else None
-        queued = await arq.enqueue_job(RUN_ITEM, job.item_id, _job_id=job.job_id,
-                                       _queue_name=queue_name, _defer_until=defer)
-        return queued is not None
-
+    script = arq.register_script(_ENQUEUE)
+    todo = list(jobs)
+    added = 0
     try:
-        done = await asyncio.gather(*(one(j) for j in jobs))
+        for start in range(0, len(todo), _BATCH):
+            keys, args = [queue_name], []
+            for job in todo[start:start + _BATCH]:
+                keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
+                args += _job_args(arq, job)
+            added += int(await script(keys, args))
     except (RedisError, OSError) as exc:
         log.warning("enqueue failed; the reconciler will retry: %s", exc)
-        return 0
-    return sum(done)
+    return added
+
+
+def _job_args(arq: ArqRedis, job: PendingJob) -> list[Any]:
+    """ARGV for one job, as `ArqRedis.enqueue_job` would write it: id, score, expiry, body."""
+    now = timestamp_ms()
+    score = to_unix_ms(job.run_after) if isinstance(job.run_after, datetime) else now
+    score = max(score, now)
+    body = serialize_job(RUN_ITEM, (job.item_id,), {}, None, now, serializer=dumps)
+    return [job.job_id, score, score - now + arq.expires_extra_ms, body]
 
 
 async def depth(arq: ArqRedis, queue_name: str) -> int:

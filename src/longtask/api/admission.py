@@ -25,6 +25,7 @@ from longtask.settings import Settings
 log = logging.getLogger(__name__)
 
 QUEUE_FULL_RETRY_AFTER = 30  # seconds: a backlog of this size takes a while to drain
+DEPTH_FRESH_SECONDS = 0.5  # a queue depth read this recently is reused while far from the cap
 
 
 class Admission:
@@ -40,6 +41,8 @@ class Admission:
                                key_prefix=redis_keys.RATE_LIMIT_PREFIX,
                                connection_pool=redis.connection_pool)
         self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self._depth = 0  # the queue depth last read, plus what this process enqueued since
+        self._depth_read_at = -math.inf
 
     async def request(self, tenant: str) -> None:
         """Count one request of `tenant`; TooManyRequests past its rate."""
@@ -58,13 +61,25 @@ class Admission:
                                   headers={"Retry-After": str(wait)})
 
     async def room_in_queue(self) -> None:
-        """Unavailable while the shared queue holds LONGTASK_MAX_QUEUE_DEPTH jobs or more."""
-        try:
-            depth = int(await self._redis.zcard(self._queue))
-        except (RedisError, OSError) as exc:
-            log.warning("queue depth not checked, Redis is away: %s", exc)
-            return
-        if depth >= self._max_depth:
-            raise Unavailable(f"the queue is full ({depth} jobs waiting); try again later",
+        """Unavailable while the shared queue holds LONGTASK_MAX_QUEUE_DEPTH jobs or more.
+
+        Far from the cap (under half of it), a depth read in the last half second, plus this
+        process's own jobs since, stands in for reading it again: a submit then costs no Redis
+        round trip for it. Near the cap it is read every time, so the cap holds exactly there.
+        """
+        stale = time.monotonic() - self._depth_read_at > DEPTH_FRESH_SECONDS
+        if stale or self._depth * 2 >= self._max_depth:
+            try:
+                self._depth = int(await self._redis.zcard(self._queue))
+            except (RedisError, OSError) as exc:
+                log.warning("queue depth not checked, Redis is away: %s", exc)
+                return
+            self._depth_read_at = time.monotonic()
+        if self._depth >= self._max_depth:
+            raise Unavailable(f"the queue is full ({self._depth} jobs waiting); try again later",
                               code="queue_full",
                               headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)})
+
+    def enqueued(self, jobs: int) -> None:
+        """Count jobs this process has just put on the queue."""
+        self._depth += jobs

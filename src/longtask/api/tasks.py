@@ -99,8 +99,8 @@ async def retry(request: Request) -> Response:
 
 async def accepted(state: Any, created: task_store.Created, **extra: Any) -> Response:
     """Enqueue after commit (the reconciler covers a failure here), then answer 202."""
-    await queue.enqueue(state.arq, state.settings.queue_name, created.jobs)
-    await publish(state.arq, created.events)
+    state.admission.enqueued(await queue.enqueue(state.arq, state.settings.queue_name,
+                                                 created.jobs))
     headers = {"Location": f"/tasks/{created.task.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -25,6 +25,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
         # our transactions last milliseconds; one left open by a process that froze (SIGSTOP, a
         # stalled VM) would hold its row locks, and every worker would queue behind them
         server_settings={"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -46,6 +47,13 @@ async def connect(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url)
     await _init_connection(conn)
     return conn
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool: nothing. asyncpg's default reset
+    (UNLISTEN, CLOSE ALL, RESET ALL, advisory unlock) is one more round trip per query, and we
+    leave no session state behind (advisory locks are per transaction, no LISTEN, no SET);
+    asyncpg still rolls back a transaction left open, before this is called."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

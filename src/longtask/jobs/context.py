@@ -15,7 +15,7 @@ import httpx
 from arq import ArqRedis
 
 from longtask.errors import JobCanceled
-from longtask.events import publish
+from longtask.events import Outbox
 from longtask.metrics import WorkerMetrics
 from longtask.settings import Settings
 from longtask.store import events as event_store
@@ -39,6 +39,10 @@ class Services:
     worker_id: str
     metrics: WorkerMetrics
     resources: dict[str, Any] = field(default_factory=dict)
+    outbox: Outbox = field(init=False)  # committed events, on their way to Redis
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.redis)
 
     def resource(self, name: str, make: Callable[[], R]) -> R:
         """A per-process object kinds share (a parser pool, a model), made on first use and
@@ -48,6 +52,7 @@ class Services:
         return self.resources[name]  # type: ignore[no-any-return]
 
     async def close(self) -> None:
+        await self.outbox.flush()
         for obj in self.resources.values():
             close = getattr(obj, "aclose", None) or getattr(obj, "close", None)
             if close is not None:
@@ -126,6 +131,10 @@ class JobContext:
         return self._services.redis
 
     @property
+    def outbox(self) -> Outbox:
+        return self._services.outbox
+
+    @property
     def http(self) -> httpx.AsyncClient:
         return self._services.http
 
@@ -147,14 +156,14 @@ class JobContext:
             self.pool, self.item_id, self.worker_id, percent, stage, message, data
         )
         if event is not None:
-            await publish(self.redis, [event])
+            self.outbox.send([event])
 
     async def emit(self, type_: str, **data: Any) -> None:
         """A custom event on the task's stream (`type_` other than status/progress/item)."""
         event = await event_store.append(self.pool, self.task_id, type_,
                                          {"item": self.index, **data})
         if event is not None:
-            await publish(self.redis, [event])
+            self.outbox.send([event])
 
     def text_stream(self, step: int = 0) -> TextStream:
         """Relay an LLM call's text live (see `longtask.jobs.textstream`)."""

@@ -18,7 +18,6 @@ from typing import Any
 
 from longtask import logs, queue, webhooks
 from longtask.errors import JobCanceled, JobError, PermanentError, TransientError
-from longtask.events import publish
 from longtask.jobs.context import JobContext, Services
 from longtask.kinds import Kind, Registry
 from longtask.outages import DEPENDENCY_ERRORS
@@ -72,7 +71,7 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     claim = await item_store.claim(services.pool, item_id, job_id, owner, settings.lease_seconds)
     if claim is None:
         return "skipped: not pending for this job"
-    await publish(services.redis, claim.events)
+    services.outbox.send(claim.events)
     ctx = JobContext(claim, services)
     outcome = "interrupted: the worker stopped it"  # unless _run returns
     started = time.monotonic()
@@ -200,7 +199,7 @@ async def _transient(ctx: JobContext, exc: TransientError) -> str:
     if retried is None:
         return "abandoned: lease lost"
     pending, event = retried
-    await publish(ctx.redis, [event] if event else [])
+    ctx.outbox.send([event] if event else [])
     await queue.enqueue(ctx.redis, settings.queue_name, [pending])
     return f"retrying in {delay:g}s: {exc.code}"
 
@@ -212,7 +211,7 @@ async def _release(ctx: JobContext) -> None:
                                                0.0, error)
         if retried is not None:
             pending, event = retried
-            await publish(ctx.redis, [event] if event else [])
+            ctx.outbox.send([event] if event else [])
             await queue.enqueue(ctx.redis, ctx.settings.queue_name, [pending])
     except Exception as exc:  # the lease will expire and the reaper hands it on instead
         ctx.log.warning("could not hand item %s back: %s", ctx.item_id, exc)
@@ -225,7 +224,7 @@ async def _finish(ctx: JobContext, status: str, *, result: Any = None,
         ctx.pool, ctx.item_id, ctx.worker_id, status, result=result, error=error))
     if finished is None:
         return "abandoned: lease lost"  # another run owns the item now; it wrote nothing here
-    await publish(ctx.redis, finished.events)
+    ctx.outbox.send(finished.events)
     if finished.task_status is not None and ctx.settings.webhook_url and (
             finished.task_status == "failed" or finished.items_failed):
         await webhooks.task_ended(ctx.http, ctx.settings.webhook_url, ctx.pool, ctx.tenant,

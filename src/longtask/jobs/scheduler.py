@@ -15,7 +15,6 @@ from typing import Any
 from longtask import cron, queue
 from longtask.db import transaction
 from longtask.errors import ApiError
-from longtask.events import publish
 from longtask.jobs.context import Services
 from longtask.kinds import Registry, params_hash
 from longtask.store import schedules as schedule_store
@@ -49,7 +48,6 @@ async def fire_due(services: Services, registry: Registry) -> int:
         if created is not None:
             made += 1
             await queue.enqueue(services.redis, services.settings.queue_name, created.jobs)
-            await publish(services.redis, created.events)
         else:
             log.warning("schedule %s made no task for %s: %s", schedule.id,
                         schedule.next_run_at, error)

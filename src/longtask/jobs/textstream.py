@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from longtask.events import publish
 from longtask.store import items as item_store
 from longtask.store.events import DELTA, Event
 
@@ -72,4 +71,4 @@ class TextStream:
         data = {"item": ctx.index, "step": self.step, "offset": offset, "text": piece}
         if reset:
             data["reset"] = True
-        await publish(ctx.redis, [Event(ctx.task_id, 0, DELTA, data)])
+        ctx.outbox.send([Event(ctx.task_id, 0, DELTA, data)])

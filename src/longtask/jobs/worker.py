@@ -23,7 +23,7 @@ from longtask.db import create_pool
 from longtask.jobs import scheduler
 from longtask.jobs.context import Services
 from longtask.jobs.runner import Running, run_item
-from longtask.events import announce_cancel, publish
+from longtask.events import announce_cancel
 from longtask.kinds import Registry
 from longtask.metrics import WorkerMetrics
 from longtask.outages import DEPENDENCY_ERRORS
@@ -159,7 +159,7 @@ async def _reap(services: Services) -> int:
     jobs, events = await item_store.expire_leases(services.pool, settings.max_retries + 1,
                                                   settings.queue_name)
     ended = await task_store.expire_deadlines(services.pool)  # the same beat: tasks past due
-    await publish(services.redis, events + ended)
+    services.outbox.send(events + ended)
     for event in ended:
         await announce_cancel(services.redis, event.task_id)
     return await queue.enqueue(services.redis, settings.queue_name, jobs) + len(ended)

@@ -80,46 +80,16 @@ RETURNING task_id, seq, type, data, created_at
 async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
                 lease_seconds: float) -> Claim | None:
     """Take a pending item for this job; None if another job owns it or it is not pending."""
-    async with pool.acquire() as conn, conn.transaction():
-        # the task row first, as cancel takes it before the items: the same order, no deadlock
-        was = await conn.fetchval(
-            "SELECT t.status FROM tasks t JOIN task_items i ON i.task_id = t.id"
-            " WHERE i.id = $1 FOR UPDATE OF t",
-            item_id,
-        )
-        if was not in ("pending", "running"):
-            return None
-        item = await conn.fetchrow(
-            "UPDATE task_items SET status = 'running', attempts = attempts + 1,"
-            f" lease_owner = $4, lease_expires_at = {_LEASE},"
-            " started_at = coalesce(started_at, now()), updated_at = now()"
-            " WHERE id = $1 AND job_id = $2 AND status = 'pending'"
-            " RETURNING task_id, tenant, idx, name, payload, checkpoint, attempts",
-            item_id, job_id, lease_seconds, owner,
-        )
-        if item is None:
-            return None
-        task_id = str(item["task_id"])
-        task = await conn.fetchrow(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1,"
-            " started_at = coalesce(started_at, now()), updated_at = now(),"
-            " last_seq = last_seq + $2 WHERE id = $1"
-            " RETURNING kind, params, items_total, last_seq",
-            task_id, 1 if was == "pending" else 0,
-        )
-        out: list[Event] = []
-        if was == "pending":
-            out.append(await events.insert_at(conn, task_id, item["tenant"], task["last_seq"],
-                                              "status", {"status": "running"}))
-        event = await events.append(conn, task_id, "item", _item_data(
-            item["idx"], item["name"], "running", attempt=item["attempts"], worker=owner))
-        if event is not None:
-            out.append(event)
+    got = await pool.fetchval("SELECT longtask_claim($1, $2, $3, $4)",  # migration 0008
+                              item_id, job_id, owner, lease_seconds)
+    if got is None:
+        return None
+    task_id = got["task_id"]
     return Claim(
-        item_id=item_id, task_id=task_id, tenant=item["tenant"], kind=task["kind"],
-        params=task["params"], index=item["idx"], name=item["name"], payload=item["payload"],
-        checkpoint=item["checkpoint"], attempt=item["attempts"], items_total=task["items_total"],
-        events=out,
+        item_id=item_id, task_id=task_id, tenant=got["tenant"], kind=got["kind"],
+        params=got["params"], index=got["idx"], name=got["name"], payload=got["payload"],
+        checkpoint=got["checkpoint"], attempt=got["attempts"], items_total=got["items_total"],
+        events=_events(task_id, got["events"]),
     )
 
 
@@ -201,35 +171,12 @@ async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, d
 async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
                  result: Any = None, error: dict[str, Any] | None = None) -> Finished | None:
     """End a running item; if it was the task's last, end the task too. None: lease lost."""
-    async with pool.acquire() as conn, conn.transaction():
-        item = await conn.fetchrow(
-            "UPDATE task_items SET status = $3, result = $4, error = $5, progress = 100,"
-            " lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()"
-            " WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
-            " RETURNING task_id, tenant, idx, name",
-            item_id, owner, status, result, error,
-        )
-        if item is None:
-            return None
-        task_id = str(item["task_id"])
-        # the row lock taken here orders the items of one task: exactly one sees the last count
-        task = await conn.fetchrow(
-            "UPDATE tasks SET items_done = items_done + 1, items_failed = items_failed + $2,"
-            " updated_at = now() WHERE id = $1"
-            " RETURNING items_done, items_total, items_failed, status",
-            task_id, 1 if status == "failed" else 0,
-        )
-        out: list[Event] = []
-        event = await events.append(conn, task_id, "item", _item_data(
-            item["idx"], item["name"], status, error=error))
-        if event is not None:
-            out.append(event)
-        ended = None
-        if task["items_done"] >= task["items_total"] and task["status"] == "running":
-            ended, event = await _end_task(conn, task_id, item["tenant"], task["items_total"],
-                                           task["items_failed"])
-            out.append(event)
-    return Finished(out, ended, task["items_failed"])
+    got = await pool.fetchval("SELECT longtask_finish($1, $2, $3, $4, $5)",  # migration 0008
+                              item_id, owner, status, result, error)
+    if got is None:
+        return None
+    return Finished(_events(got["task_id"], got["events"]), got["task_status"],
+                    got["items_failed"])
 
 
 async def expire_leases(pool: asyncpg.Pool, max_attempts: int, queue: str,
@@ -309,39 +256,8 @@ async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[d
     return out
 
 
-async def _end_task(conn: asyncpg.Connection, task_id: str, tenant: str, total: int,
-                    failed: int) -> tuple[str, Event]:
-    """The task's outcome from its items': one item's own result, or a batch summary.
-
-    A batch with some failed items completes, listing each item's outcome; it fails only when
-    every item failed.
-    """
-    if total == 1:
-        row = await conn.fetchrow(
-            "SELECT status, result, error FROM task_items WHERE task_id = $1", task_id
-        )
-        status, result, error = row["status"], row["result"], row["error"]
-    else:
-        outcomes = await conn.fetchval(
-            "SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('index', idx, 'name', name,"
-            " 'status', status, 'result', result, 'error', error)) ORDER BY idx)"
-            " FROM task_items WHERE task_id = $1",
-            task_id,
-        )
-        status = "failed" if failed >= total else "completed"
-        result = {"items": outcomes, "completed": total - failed, "failed": failed}
-        error = ({"code": "all_items_failed", "message": f"all {total} items failed"}
-                 if status == "failed" else None)
-    row = await conn.fetchrow(
-        "UPDATE tasks SET status = $2, result = $3, error = $4, progress = 100,"
-        " finished_at = now(), updated_at = now(), last_seq = last_seq + 1"
-        " WHERE id = $1 AND status = 'running' RETURNING last_seq",
-        task_id, status, result, error,
-    )
-    data: dict[str, Any] = {"status": status, "result": result}
-    if error:
-        data["error"] = error
-    return status, await events.insert_at(conn, task_id, tenant, row["last_seq"], "status", data)
+def _events(task_id: str, stored: list[dict[str, Any]]) -> list[Event]:
+    return [Event(task_id, e["seq"], e["type"], e["data"]) for e in stored]
 
 
 def _item_data(index: int, name: str, status: str, **extra: Any) -> dict[str, Any]:

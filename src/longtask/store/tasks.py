@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, fields
-from datetime import datetime
+from contextlib import nullcontext
+from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
@@ -69,9 +70,11 @@ class NewItem:
 
 @dataclass(frozen=True)
 class Created:
+    """A new task (its first event, `pending`, is stored but not published: nobody can be
+    listening to a task whose id they have not been told yet), or the one a replay found."""
+
     task: Task
     jobs: list[PendingJob]  # to enqueue after commit
-    events: list[Event]
     replayed: bool  # an earlier request with the same Idempotency-Key made it
 
 
@@ -84,8 +87,35 @@ class Canceled:
 _COLUMNS = ", ".join(f.name for f in fields(Task))
 
 
+# A submit in one statement (one round trip, its own transaction): the open-task check, the
+# task, its items (the enqueue intent) and its first event. No task row back means the tenant
+# had no room ($12) or the Idempotency-Key was used before (ON CONFLICT); `create` tells which.
+_CREATE = f"""
+WITH room AS (
+    SELECT $12::int IS NULL OR (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1
+        AND status IN ('pending', 'running') LIMIT $12) AS open) < $12 AS ok
+), t AS (
+    INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,
+        last_seq, retry_of, run_at, deadline_at, schedule_id, queue)
+    SELECT $1, $2, $3, cardinality($13::uuid[]), $4, $5, 1, $6, $8,
+        coalesce($8, now()) + make_interval(secs => $7), $9, $10 FROM room WHERE room.ok
+    ON CONFLICT (tenant, idempotency_key) DO NOTHING
+    RETURNING {_COLUMNS}
+), i AS (
+    INSERT INTO task_items (id, task_id, tenant, idx, name, payload, job_id, run_after)
+    SELECT u.id, t.id, t.tenant, u.idx - 1, u.name, u.payload, u.job_id, t.run_at
+    FROM t, unnest($13::uuid[], $14::text[], $15::jsonb[], $16::text[])
+        WITH ORDINALITY AS u(id, name, payload, job_id, idx)
+), e AS (
+    INSERT INTO task_events (task_id, seq, tenant, type, data)
+    SELECT t.id, 1, t.tenant, 'status', $11 FROM t
+)
+SELECT room.ok AS room, t.* FROM room LEFT JOIN t ON true
+"""
+
+
 async def create(
-    pool: asyncpg.Pool | asyncpg.Connection,
+    db: asyncpg.Pool | asyncpg.Connection,
     *,
     tenant: str,
     kind: str,
@@ -105,49 +135,44 @@ async def create(
     With `run_at` it stays pending until then (its deadline counts from then). Given a
     connection, it all happens in a savepoint of the caller's transaction."""
     item_ids = [str(uuid.uuid4()) for _ in items]
-    async with transaction(pool) as conn:
+    job_ids = [item_job_id(item_id, 1) for item_id in item_ids]
+    first: dict[str, Any] = {"status": "pending", "items_total": len(items)}
+    if run_at is not None:
+        first["run_at"] = run_at.astimezone(timezone.utc).isoformat()
+    in_savepoint = transaction(db) if isinstance(db, asyncpg.Connection) else nullcontext(db)
+    async with in_savepoint as conn:
         row = await conn.fetchrow(
-            f"INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,"
-            f" last_seq, retry_of, run_at, deadline_at, schedule_id, queue) VALUES ($1, $2, $3,"
-            f" $4, $5, $6, 1, $7, $9, coalesce($9, now()) + make_interval(secs => $8), $10, $11)"
-            f" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
-            tenant, kind, params, len(items), idempotency_key, request_hash, retry_of,
-            deadline_seconds, run_at, schedule_id, queue,
-        )
-        if row is None:
-            return await _replay(conn, tenant, idempotency_key, request_hash)
-        if max_open is not None:  # counted with the new row: a replay above is never refused
-            await ensure_room(conn, tenant, max_open, adding=0)
-        task = _task(row)
-        job_ids = [item_job_id(item_id, 1) for item_id in item_ids]
-        await conn.execute(
-            "INSERT INTO task_items (id, task_id, tenant, idx, name, payload, job_id, run_after)"
-            " SELECT u.id, $1, $2, u.idx - 1, u.name, u.payload, u.job_id, $7"
-            " FROM unnest($3::uuid[], $4::text[], $5::jsonb[], $6::text[])"
-            " WITH ORDINALITY AS u(id, name, payload, job_id, idx)",
-            task.id, tenant, item_ids, [i.name for i in items], [i.payload for i in items], job_ids,
-            run_at,
-        )
-        first: dict[str, Any] = {"status": "pending", "items_total": len(items)}
-        if run_at is not None:
-            first["run_at"] = task.run_at.isoformat() if task.run_at else None
-        event = await insert_at(conn, task.id, tenant, 1, "status", first)
+            _CREATE, tenant, kind, params, idempotency_key, request_hash, retry_of,
+            deadline_seconds, run_at, schedule_id, queue, first, max_open, item_ids,
+            [i.name for i in items], [i.payload for i in items], job_ids)
+        if row["id"] is None:
+            if idempotency_key is not None:  # a replay is never refused for want of room
+                replay = await _replay(conn, tenant, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay
+            if not row["room"]:
+                raise _no_room(max_open)
+            raise Conflict("the task made with this Idempotency-Key was deleted",
+                           code="idempotency")
     jobs = [PendingJob(i, j, run_at) for i, j in zip(item_ids, job_ids)]
-    return Created(task, jobs, [event], replayed=False)
+    return Created(_task(row), jobs, replayed=False)
 
 
-async def ensure_room(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, max_open: int, *,
-                      adding: int = 1) -> None:
-    """TooManyRequests if `adding` more open (pending or running) tasks would put the tenant
-    over `max_open`. The count stops at the limit, so a busy tenant costs no more than that."""
+async def ensure_room(pool: asyncpg.Pool, tenant: str, max_open: int) -> None:
+    """TooManyRequests if the tenant has `max_open` open (pending or running) tasks already.
+    The count stops at the limit, so a busy tenant costs no more than that."""
     count = await pool.fetchval(
         "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1"
-        " AND status IN ('pending', 'running') LIMIT $2) AS open", tenant, max_open + 1)
-    if count + adding > max_open:
-        raise TooManyRequests(
-            f"this tenant has {max_open} tasks pending or running, its limit; wait for some to "
-            "end or cancel them", code="too_many_open_tasks",
-            headers={"Retry-After": str(OPEN_TASKS_RETRY_AFTER)})
+        " AND status IN ('pending', 'running') LIMIT $2) AS open", tenant, max_open)
+    if count >= max_open:
+        raise _no_room(max_open)
+
+
+def _no_room(max_open: int | None) -> TooManyRequests:
+    return TooManyRequests(
+        f"this tenant has {max_open} tasks pending or running, its limit; wait for some to end "
+        "or cancel them", code="too_many_open_tasks",
+        headers={"Retry-After": str(OPEN_TASKS_RETRY_AFTER)})
 
 
 async def get(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, task_id: str) -> Task:
@@ -296,19 +321,20 @@ async def counts_all(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
     return [(r["kind"], r["status"], r["n"]) for r in rows]
 
 
-async def _replay(conn: asyncpg.Connection, tenant: str, key: str | None,
-                  request_hash: str | None) -> Created:
+async def _replay(conn: asyncpg.Pool | asyncpg.Connection, tenant: str, key: str,
+                  request_hash: str | None) -> Created | None:
+    """The task an earlier request with this Idempotency-Key made; None if there is none."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE tenant = $1 AND idempotency_key = $2",
         tenant, key,
     )
-    if row is None:  # deleted between the INSERT and here
-        raise Conflict("the task made with this Idempotency-Key was deleted", code="idempotency")
+    if row is None:
+        return None
     if row["request_hash"] != request_hash:
         raise Conflict(
             "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
         )
-    return Created(_task(row), [], [], replayed=True)
+    return Created(_task(row), [], replayed=True)
 
 
 def _task(row: asyncpg.Record) -> Task:
