@@ -33,10 +33,12 @@ def step_of(body: Any) -> int:
     return 1 + sum(1 for m in body["messages"] if m["role"] == "tool")
 
 
-async def indexed_sample(stack: Any) -> None:
+async def indexed_sample(stack: Any) -> dict[str, str]:
+    """Index SAMPLE and one other sample on the stack; their document ids by file name."""
     pdf = (ROOT / "samples" / f"{SAMPLE.filename}.pdf").read_bytes()
     other = (ROOT / "samples" / f"{pdfs.SAMPLES[0].filename}.pdf").read_bytes()
     upload = await stack.client.post("/documents", files=[
         ("files", (f"{SAMPLE.filename}.pdf", pdf, "application/pdf")),
         ("files", (f"{pdfs.SAMPLES[0].filename}.pdf", other, "application/pdf"))])
     await wait_status(stack.client, upload.json()["id"], {"completed"}, timeout=60)
+    return {d["filename"]: d["document_id"] for d in upload.json()["documents"]}
