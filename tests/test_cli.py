@@ -4,18 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from longtask.testing import pdfs
+from longtask.testing.fake_openai import CHAT, FakeOpenAI
+from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of
 from tests.conftest import Services, Tenant
-from tests.support import ROOT, Web, Worker, task_status, wait_for
+from tests.support import (ROOT, CuttableProxy, Web, Worker, fake_providers, task_status,
+                           wait_for, wait_status)
 
 
 async def test_keys_create_makes_a_working_key(services: Services, web: Web) -> None:
@@ -103,6 +109,12 @@ async def test_usage_and_configuration_errors_exit_2_without_a_traceback(
         ({**env, "LONGTASK_API_KEY": ""}, ["ls"], "no API key"),
         (env, ["ls", "--key", "lt_wrong"], "401 invalid_key: this API key is unknown"),
         (env, ["ls", "--url", "localhost:8000"], "must start with http"),
+        (env, ["ask"], "required: QUESTION"),
+        (env, ["ask", "  "], "argument QUESTION: the question is empty"),
+        (env, ["ask", "why?", "--max-steps", "0"], "--max-steps: must be a number from 1 to 20"),
+        (env, ["ask", "why?", "--max-steps", "many"], "must be a number from 1 to 20"),
+        (env, ["ask", "why?", "--documents", "sourdough.pdf"], "not a document id"),
+        (env, ["ask", "why?", "--documents", ","], "name at least one document id"),
     ]
     for case_env, args, message in cases:
         run = await _cli(case_env, *args)
@@ -162,3 +174,159 @@ async def test_ctrl_c_on_a_terminal_asks_and_cancels(
     assert code == 130, out
     assert f"cancel task {task_id}? [y/N]" in out and f"task {task_id} canceled" in out
     assert (await task_status(tenant_a.client, task_id))["status"] == "canceled"
+
+
+# `longtask ask`: an agent run over two indexed samples, the test server playing the model.
+
+class _Live:
+    """A `longtask` command whose output is read as it comes, each piece with when it came."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.env, self.args = env, args
+        self.pieces: list[tuple[float, bytes]] = []
+
+    async def __aenter__(self) -> _Live:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "longtask.cli", *self.args, env=self.env, cwd=ROOT,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        self._reader.cancel()
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while piece := await self.proc.stdout.read(65536):
+            self.pieces.append((time.monotonic(), piece))
+
+    async def ended(self, timeout: float = 120) -> tuple[int, str]:
+        """The exit code and the whole output."""
+        async with asyncio.timeout(timeout):
+            await self._reader
+            code = await self.proc.wait()
+        return code, b"".join(p for _, p in self.pieces).decode()
+
+    def when(self, text: str) -> float:
+        """When the output first held `text`."""
+        out = b""
+        for at, piece in self.pieces:
+            out += piece
+            if text.encode() in out:
+                return at
+        raise AssertionError(f"{text!r} never came")
+
+
+def _stack_env(stack: Any, url: str | None = None) -> dict[str, str]:
+    return {**stack.env, "LONGTASK_URL": url or stack.web.url, "LONGTASK_API_KEY": stack.key}
+
+
+def _after_answer(out: str, task: dict[str, Any]) -> list[str]:
+    """The lines after the stored answer, which must be printed once, on lines of its own,
+    after every step."""
+    answer = task["result"]["answer"]
+    assert out.count(answer) == 1, out
+    before, after = out.split(answer)
+    assert before.endswith("\n") and after.startswith("\n"), out
+    assert not any(line.startswith("step ") for line in after.splitlines()), out
+    return after.splitlines()[1:]
+
+
+def _citations(task: dict[str, Any]) -> list[str]:
+    return ["citations:", *(f"  [{c['filename']}, p. {c['page']}]"
+                            for c in task["result"]["citations"])]
+
+
+async def test_ask_follow_prints_the_steps_then_streams_the_answer_and_cites(
+        make_stack: Any) -> None:
+    with FakeOpenAI(token_delay=0.1) as fake:
+        stack = await make_stack(**fake_providers(fake))
+        await indexed_sample(stack)
+        fake.reply = script
+        async with _Live(_stack_env(stack), "ask", "When is the levain ready?", "--follow") as cli:
+            code, out = await cli.ended()
+        task_id = out.split()[1]
+        task = await task_status(stack.client, task_id)
+        last_call = [r for r in fake.requests if r.path == CHAT and step_of(r.body) == 4][-1]
+        watched = await _cli(_stack_env(stack), "watch", task_id)
+    assert code == 0 and task["status"] == "completed", out
+    lines = out.splitlines()
+    assert lines[0] == f"task {task_id} (agent): following; Ctrl-C stops"
+    steps = [line.split("(")[0] for line in lines if line.startswith("step ")]
+    assert steps == ["step 1 · search", "step 2 · read_pages", "step 3 · read_summary"], out
+    assert lines[1].startswith(f"step 1 · search({json.dumps(SAMPLE.phrase)}) → ")
+    assert lines[1].endswith(f"passages for {SAMPLE.phrase!r}")
+    assert lines.index("Reading the passage.") == 2  # what the model wrote with its 2nd call
+    assert task["result"]["answer"].startswith(ANSWER) and task["result"]["citations"]
+    assert _after_answer(out, task) == [
+        *_citations(task), f"task {task_id} completed: 4 steps, {task['result']['tokens']} tokens"]
+    # the answer's first words were on the screen while the model was still writing it
+    assert cli.when(f"\n{ANSWER[:24]}") < last_call.ended
+    # the ended run, watched: the same from the stored events, but for the live-only text
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert watched.stdout.splitlines()[1:] == [
+        line for line in lines[1:] if line != "Reading the passage."], watched.stdout
+
+
+async def test_ask_follow_shows_the_answer_once_through_a_retried_call_and_a_dropped_stream(
+        make_stack: Any) -> None:
+    with FakeOpenAI(token_delay=0.1) as fake:
+        stack = await make_stack(**fake_providers(fake))
+        await indexed_sample(stack)
+        drafts = iter(["A first draft that the dropped call never finishes"])
+
+        def redrafting(messages: list[dict[str, Any]]) -> str | dict[str, Any]:
+            reply = script(messages)
+            return next(drafts, reply) if isinstance(reply, str) else reply
+
+        fake.reply = redrafting
+        fake.fail_next("broken_stream", after=4)  # steps 1-3 and the search's embedding pass
+        async with CuttableProxy(stack.web.port) as proxy:
+            env = _stack_env(stack, proxy.url)
+            async with _Live(env, "ask", "When is the levain ready?", "--follow") as cli:
+                async def rewriting() -> bool:  # the last step's second call is streaming
+                    calls = [r for r in fake.requests if r.path == CHAT and step_of(r.body) == 4]
+                    return len(calls) == 2 and not calls[1].ended
+
+                await wait_for(rewriting, 60, "the last step's retried call to write")
+                connections = proxy.connections
+                proxy.cut()
+                code, out = await cli.ended()
+            task_id = out.split()[1]
+            task = await task_status(stack.client, task_id)
+    assert code == 0 and task["status"] == "completed", out
+    assert [step_of(r.body) for r in fake.requests if r.fault == "broken_stream"] == [4]
+    assert proxy.connections > connections  # it reconnected
+    assert out.count("A first draft") <= 1 and task["result"]["answer"].startswith(ANSWER)
+    assert _after_answer(out, task) == [
+        *_citations(task), f"task {task_id} completed: 4 steps, {task['result']['tokens']} tokens"]
+
+
+async def test_ask_without_an_llm_answers_with_passages_and_says_so(make_stack: Any) -> None:
+    with FakeOpenAI() as fake:  # embeddings only
+        stack = await make_stack(**fake_providers(fake, LONGTASK_LLM_URL=""))
+        ids = await indexed_sample(stack)
+        other = f"{pdfs.SAMPLES[0].filename}.pdf"
+        env = _stack_env(stack)
+        run = await _cli(env, "ask", SAMPLE.phrase, "--follow", "--documents", ids[other])
+        submitted = await _cli(env, "ask", "Which documents are there?", "--max-steps", "3")
+        assert fake.calls(CHAT) == 0
+    assert run.returncode == 0, run.stdout + run.stderr
+    task_id = run.stdout.split()[1]
+    task = await task_status(stack.client, task_id)
+    assert task["result"]["method"] == "retrieval_only"
+    lines = run.stdout.splitlines()
+    assert lines[1].startswith(f"step 1 · search({json.dumps(SAMPLE.phrase)}) → ")
+    assert lines[2] == "retrieval only (no LLM is configured): the passages that match best"
+    assert _after_answer(run.stdout, task) == [
+        *_citations(task), f"task {task_id} completed: 1 step, 0 tokens"]
+    assert {c["filename"] for c in task["result"]["citations"]} == {other}  # only that document
+
+    assert submitted.returncode == 0, submitted.stderr
+    asked = submitted.stdout.split()[1].rstrip(":")
+    assert submitted.stdout.strip() == f"task {asked}: asked; `longtask watch {asked}` follows it"
+    shown = await wait_status(stack.client, asked, {"completed"})
+    assert shown["params"] == {"question": "Which documents are there?", "max_steps": 3}

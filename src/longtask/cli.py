@@ -6,6 +6,8 @@
     longtask demo                          `dev`, then ingest the samples live and search them
 
     longtask submit FILES... [--follow]    upload PDFs to a server; --follow shows them live
+    longtask ask QUESTION [--follow]       an agent run over the documents; --follow shows its
+                                           steps, the answer as it is written, the citations
     longtask watch ID                      follow a task live (Ctrl-C offers to cancel it)
     longtask ls | show ID | cancel ID | retry ID | search QUERY
                                            (server and key: --url/--key or LONGTASK_URL and

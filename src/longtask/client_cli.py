@@ -1,9 +1,13 @@
 """The `longtask` commands that talk to a server through `longtask.client`:
 
     longtask submit FILES... [--follow] [--metadata JSON] [--reindex]
+    longtask ask QUESTION [--follow] [--documents ID,...] [--max-steps N]
     longtask watch ID | show ID | cancel ID | retry ID
     longtask ls [--status S] [--kind K] [--limit N]
     longtask search QUERY [-k N]
+
+`ask` submits an agent run over the documents; with --follow it prints each step as it happens,
+the answer as the model writes it, then the citations (`client_ask`).
 
 The server and key come from `--url`/`--key` or `LONGTASK_URL`/`LONGTASK_API_KEY`. Exit codes:
 0 done (the task completed), 1 the task failed or was canceled or the server said no,
@@ -25,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from longtask.client import Client
+from longtask.client_args import MAX_STEPS, document_ids, json_object, max_steps, question
 from longtask.client_display import INTERRUPTED, follow
 from longtask.client_errors import ClientError, Unauthorized
 from longtask.client_models import Task
@@ -46,8 +51,15 @@ def add_parsers(sub: Any) -> None:
     submit = sub.add_parser("submit", parents=[common], help="upload PDFs as one ingest task")
     submit.add_argument("files", nargs="+", type=Path, metavar="FILE")
     submit.add_argument("--follow", action="store_true", help="show its progress live")
-    submit.add_argument("--metadata", type=_json_object, help="a JSON object kept with each file")
+    submit.add_argument("--metadata", type=json_object, help="a JSON object kept with each file")
     submit.add_argument("--reindex", action="store_true", help="embed unchanged files again")
+    ask = sub.add_parser("ask", parents=[common], help="ask the documents a question")
+    ask.add_argument("question", type=question, metavar="QUESTION")
+    ask.add_argument("--follow", action="store_true", help="show the steps and the answer live")
+    ask.add_argument("--documents", type=document_ids, metavar="ID,...",
+                     help="only these documents (default: all)")
+    ask.add_argument("--max-steps", type=max_steps, metavar="N",
+                     help=f"LLM calls at most, 1 to {MAX_STEPS} (default 10)")
     for name, text in (("watch", "follow a task live"), ("show", "a task and its items"),
                        ("cancel", "cancel a task"), ("retry", "run a task's failed items again")):
         sub.add_parser(name, parents=[common], help=text).add_argument("id", metavar="ID")
@@ -96,6 +108,19 @@ def _submit(client: Client, args: argparse.Namespace, console: Console) -> int:
     console.print(f"task {up.task.id}: {len(up.documents)} files uploaded")
     if args.follow:
         return follow(client, up.task.id, console)
+    return 0
+
+
+def _ask(client: Client, args: argparse.Namespace, console: Console) -> int:
+    params: dict[str, Any] = {"question": args.question}
+    if args.documents is not None:
+        params["document_ids"] = args.documents
+    if args.max_steps is not None:
+        params["max_steps"] = args.max_steps
+    task = client.submit("agent", params)
+    if args.follow:
+        return follow(client, task.id, console)
+    console.print(f"task {task.id}: asked; `longtask watch {task.id}` follows it")
     return 0
 
 
@@ -188,18 +213,7 @@ def _error(error: Any) -> str:
     return "" if error is None else escape(str(error))
 
 
-def _json_object(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, e.g. '{{\"team\": \"docs\"}}', "
-                                         f"not {raw!r}")
-    return value
-
-
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace, Console], int]] = {
-    "submit": _submit, "watch": _watch, "ls": _ls, "show": _show, "cancel": _cancel,
+    "submit": _submit, "ask": _ask, "watch": _watch, "ls": _ls, "show": _show, "cancel": _cancel,
     "retry": _retry, "search": _search,
 }

@@ -1,5 +1,6 @@
 """The CLI's live view of a task: an overall bar and one bar per item (file) with its stage,
-drawn by rich from the task's events; item errors are printed as they happen.
+drawn by rich from the task's events; item errors are printed as they happen. An agent run is
+shown as its steps and answer instead (`client_ask`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rich.progress import (BarColumn, Progress, TaskID, TaskProgressColumn, Text
                            TimeElapsedColumn)
 
 from longtask.client import Client
+from longtask.client_ask import AnswerView
 from longtask.client_errors import Conflict
 from longtask.client_models import Event, Task
 
@@ -25,9 +27,9 @@ def follow(client: Client, task_id: str, console: Console) -> int:
     Ctrl-C stops following and, asked on a terminal, cancels the task (130)."""
     task = client.get(task_id)
     console.print(f"task {task.id} ({task.kind}): following; Ctrl-C stops", highlight=False)
-    view = TaskView(console, task)
+    view = AnswerView(console) if task.kind == "agent" else TaskView(console, task)
     try:
-        with view.progress:
+        with view.live():
             for event in client.follow(task_id):
                 view.show(event)
     except KeyboardInterrupt:
@@ -71,6 +73,10 @@ class TaskView:
         self.items: dict[int, TaskID] = {}
         for item in task.items:
             self._bar(item.index, item.name)
+
+    def live(self) -> Progress:
+        """The bars, redrawn in place while the task is followed."""
+        return self.progress
 
     def show(self, event: Event) -> None:
         data = event.data

@@ -13,32 +13,9 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from longtask.client_async import AsyncClient
-from longtask.testing import pdfs
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
-from tests.support import ROOT, fake_providers, wait_for, wait_status
-
-SAMPLE = pdfs.SAMPLES[1]
-ANSWER = "The levain should double within six hours, then it is ready for mixing"
-
-
-def script(messages: list[dict[str, Any]]) -> str | dict[str, Any]:
-    """The model's side of a three-tool run: search, read the pages, read the summary, answer."""
-    results = [json.loads(m["content"]) for m in messages if m["role"] == "tool"]
-    if not results:
-        return {"tool_calls": [{"name": "search", "arguments": {"query": SAMPLE.phrase}}]}
-    best = results[0][0]
-    if len(results) == 1:
-        return {"content": "Reading the passage.", "tool_calls": [{"name": "read_pages", "arguments": {
-            "document_id": best["document_id"], "first": best["page_start"]}}]}
-    if len(results) == 2:
-        return {"tool_calls": [{"name": "read_summary",
-                                "arguments": {"document_id": best["document_id"]}}]}
-    return f"{ANSWER} [{best['filename']}, p. {best['page_start']}]."
-
-
-def step_of(body: Any) -> int:
-    """Which step an LLM request is for: 1 + the tool results it carries."""
-    return 1 + sum(1 for m in body["messages"] if m["role"] == "tool")
+from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of
+from tests.support import fake_providers, wait_for, wait_status
 
 
 async def follow(client: httpx.AsyncClient, task_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -62,15 +39,6 @@ def streamed_text(events: list[tuple[str, dict[str, Any]]], step: int) -> str:
                 assert data["offset"] == len(text), "a delta that does not follow on"
                 text += data["text"]
     return text
-
-
-async def indexed_sample(stack: Any) -> None:
-    pdf = (ROOT / "samples" / f"{SAMPLE.filename}.pdf").read_bytes()
-    other = (ROOT / "samples" / f"{pdfs.SAMPLES[0].filename}.pdf").read_bytes()
-    upload = await stack.client.post("/documents", files=[
-        ("files", (f"{SAMPLE.filename}.pdf", pdf, "application/pdf")),
-        ("files", (f"{pdfs.SAMPLES[0].filename}.pdf", other, "application/pdf"))])
-    await wait_status(stack.client, upload.json()["id"], {"completed"}, timeout=60)
 
 
 async def test_an_agent_run_with_three_tool_steps(make_stack: Any, pool: asyncpg.Pool) -> None:

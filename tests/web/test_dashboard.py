@@ -12,8 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from longtask.testing import pdfs
+from longtask.testing.fake_openai import FakeOpenAI
+from tests.agents import SAMPLE, indexed_sample, script
 from tests.conftest import Tenant
-from tests.support import ROOT, Web, Worker, wait_for, wait_status
+from tests.support import ROOT, Web, Worker, fake_providers, task_status, wait_for, wait_status
 from tests.web.driver import ARTIFACTS, Scenario, browser_or_skip
 
 pytestmark = pytest.mark.timeout(300)
@@ -151,3 +153,54 @@ async def test_cancel_retry_typed_errors_and_filters_in_the_browser(
     assert len(seen["kind_list"]) == 1 and "canceled" in seen["kind_list"][0]
     assert seen["error_visible"] is False
     _clean(seen)
+
+
+async def _ask(stack: Any, question: str, screenshot: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the page showed for a question asked in it, and the task as the API has it."""
+    async with Scenario("ask.mjs", stack.web, stack.key, ASK_QUESTION=question,
+                        DASHBOARD_ARTIFACTS=str(ARTIFACTS), ASK_SCREENSHOT=screenshot) as page:
+        seen = await page.seen()
+    task = await task_status(stack.client, seen["task_id"])
+    assert task["kind"] == "agent" and task["status"] == "completed", task
+    assert seen["question"] == question
+    assert seen["answer"] == task["result"]["answer"] and seen["answer_busy"] == "false"
+    assert seen["citations_title"] is True and seen["citations"] == [
+        f"{c['filename']}, p. {c['page']}" for c in task["result"]["citations"]]
+    assert seen["error_visible"] is False
+    _clean(seen)
+    return seen, task
+
+
+async def test_asking_shows_the_steps_then_the_answer_as_it_is_written(make_stack: Any) -> None:
+    with FakeOpenAI(token_delay=0.05) as fake:
+        stack = await make_stack(**fake_providers(fake))
+        await indexed_sample(stack)
+        fake.reply = script
+        seen, task = await _ask(stack, "When is the levain ready?", "dashboard-ask.png")
+
+    assert [(s["number"], s["call"].split("(")[0]) for s in seen["steps"]] == [
+        ("Step 1", "search"), ("Step 2", "read_pages"), ("Step 3", "read_summary")]
+    assert seen["steps"][0]["call"] == f"search({json.dumps(SAMPLE.phrase)})"
+    assert seen["steps"][2]["summary"] == f"→ summary of {SAMPLE.filename}.pdf"
+    # what the model wrote with its second call moved into that step's line
+    assert [s["note"] for s in seen["steps"]] == [None, "Reading the passage.", None]
+    assert seen["method"] is None
+    answer = task["result"]["answer"]
+    assert f"[{SAMPLE.filename}.pdf, p." in answer and seen["citations"]
+    # the answer box grew as the text came, and never showed anything but the model's words
+    texts = seen["answer_texts"]
+    assert all(answer.startswith(t) or "Reading the passage.".startswith(t) for t in texts), texts
+    assert len({t for t in texts if t and t != answer and answer.startswith(t)}) >= 2, texts
+
+
+async def test_asking_without_an_llm_says_the_answer_is_retrieval_only(make_stack: Any) -> None:
+    with FakeOpenAI() as fake:  # embeddings only
+        stack = await make_stack(**fake_providers(fake, LONGTASK_LLM_URL=""))
+        await indexed_sample(stack)
+        seen, task = await _ask(stack, SAMPLE.phrase, "dashboard-ask-retrieval.png")
+
+    assert task["result"]["method"] == "retrieval_only"
+    assert seen["method"] == ("Retrieval only: no LLM is configured, so these are the passages "
+                              "that match best.")
+    assert [s["call"] for s in seen["steps"]] == [f"search({json.dumps(SAMPLE.phrase)})"]
+    assert seen["citations"][0].startswith(f"{SAMPLE.filename}.pdf, p. ")  # the best passage

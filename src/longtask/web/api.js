@@ -14,12 +14,14 @@ export class Api {
     this.getKey = getKey;
   }
 
-  async call(method, path, body) {
+  async call(method, path, body, type) {
     const key = this.getKey();
     if (!key) throw new ApiError(0, "missing_key", "enter an API key first");
+    const headers = { Authorization: `Bearer ${key}` };
+    if (type) headers["Content-Type"] = type;
     let response;
     try {
-      response = await fetch(path, { method, body, headers: { Authorization: `Bearer ${key}` } });
+      response = await fetch(path, { method, body, headers });
     } catch (err) {
       throw new ApiError(0, "network_error", `the server did not answer (${err.message})`);
     }
@@ -46,5 +48,9 @@ export class Api {
 
   post(path, body) {
     return this.call("POST", path, body);
+  }
+
+  postJson(path, value) {
+    return this.call("POST", path, JSON.stringify(value), "application/json");
   }
 }

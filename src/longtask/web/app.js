@@ -1,4 +1,4 @@
-// The dashboard: an API key, uploads, the followed task, the task list and search.
+// The dashboard: an API key, uploads, questions, the followed task, the task list and search.
 
 import { Api } from "./api.js";
 import { $, el, percentText, when } from "./dom.js";
@@ -87,6 +87,16 @@ $("file-input").addEventListener("change", action(async (e) => {
   await upload(files);
 }));
 
+// --- questions (an agent run over the documents) ---------------------------------------------
+
+$("ask-form").addEventListener("submit", action(async () => {
+  const question = $("ask-input").value.trim();
+  if (!question) return;
+  const task = await api.postJson("/tasks", { kind: "agent", params: { question } });
+  await follow(task.id);
+  await loadTasks();
+}));
+
 // --- the followed task ---------------------------------------------------------------------
 
 async function follow(taskId) {
@@ -94,14 +104,21 @@ async function follow(taskId) {
   const task = await api.get(`/tasks/${taskId}`);
   view = new TaskView(task);
   view.render();
-  if (view.ended) return;
+  if (view.ended && !view.answer) return;
   const current = view;
-  stream = new TaskStream(api, taskId, task.last_seq, {
+  stream = new TaskStream(api, taskId, view.fromSeq, {
     onEvent: (type, data, seq) => {
       if (view !== current) return;
       current.apply(type, data, seq);
       current.render();
-      if (type === "status" && current.ended) loadTasks().catch(showError);
+      if (type === "status" && current.ended && seq > current.snapshotSeq) {
+        loadTasks().catch(showError);
+      }
+    },
+    onLive: (type, data) => {
+      if (view !== current) return;
+      current.answer?.applyLive(type, data);
+      current.answer?.renderText();
     },
     onEnd: (ended) => {
       if (view !== current) return;

@@ -7,17 +7,22 @@
 // ?after=<last seq seen>. Events at or below the last seen sequence number are dropped, so a
 // replay never counts twice. A failure on the way is reported as the stream's state
 // ("reconnecting", with the reason), not as an error of the page: it mends itself.
+//
+// Live LLM text (`delta`, `text`) is never stored and has no id of its own (it arrives with the
+// id of the stored event before it), so it bypasses that check and goes to `onLive`.
 
-const TYPES = ["status", "item", "progress"];
+const TYPES = ["status", "item", "progress", "step"];
+const LIVE_TYPES = ["delta", "text"];
 export const TERMINAL = ["completed", "failed", "canceled"];
 const MAX_BACKOFF_MS = 15000;
 
 export class TaskStream {
-  constructor(api, taskId, lastSeq, { onEvent, onEnd, onState }) {
+  constructor(api, taskId, lastSeq, { onEvent, onLive = () => {}, onEnd, onState }) {
     this.api = api;
     this.taskId = taskId;
     this.lastSeq = lastSeq;
     this.onEvent = onEvent;
+    this.onLive = onLive;
     this.onEnd = onEnd;
     this.onState = onState;
     this.source = null;
@@ -41,6 +46,9 @@ export class TaskStream {
     const source = new EventSource(url);
     this.source = source;
     for (const type of TYPES) source.addEventListener(type, (e) => this.receive(e));
+    for (const type of LIVE_TYPES) {
+      source.addEventListener(type, (e) => this.onLive(type, JSON.parse(e.data)));
+    }
     source.addEventListener("open", () => {
       this.failures = 0;
       this.onState("live");

@@ -1,6 +1,7 @@
 // The followed task: one bar per file plus an overall bar, kept from a snapshot (GET /tasks/{id})
-// and then the task's events (status, item, progress).
+// and then the task's events (status, item, progress); for an agent run, its steps and answer.
 
+import { AnswerView } from "./answer.js";
 import { $, el, percentText } from "./dom.js";
 import { TERMINAL } from "./stream.js";
 
@@ -14,6 +15,7 @@ export class TaskView {
     this.percent = task.progress;
     this.error = task.error;
     this.lastSeq = task.last_seq;
+    this.snapshotSeq = task.last_seq;
     this.received = 0;  // events applied since the snapshot: each once, however often we reconnect
     this.streamState = TERMINAL.includes(task.status) ? "ended" : "connecting";
     this.items = new Map();
@@ -23,6 +25,13 @@ export class TaskView {
         percent: item.progress, error: item.error, ...counts(item.result),
       });
     }
+    // an agent's steps are only events: its stream is replayed from the start (see `fromSeq`)
+    this.answer = task.kind === "agent" ? new AnswerView(task) : null;
+  }
+
+  // where the task's stream starts
+  get fromSeq() {
+    return this.answer ? 0 : this.snapshotSeq;
   }
 
   get ended() {
@@ -30,6 +39,8 @@ export class TaskView {
   }
 
   apply(type, data, seq) {
+    if (type === "step") this.answer?.applyStep(data);
+    if (seq <= this.snapshotSeq) return;  // replayed for the steps: the snapshot has the rest
     this.lastSeq = seq;
     this.received += 1;
     if (type === "status") this.applyStatus(data);
@@ -39,6 +50,7 @@ export class TaskView {
 
   applyStatus(data) {
     this.status = data.status;
+    this.answer?.applyResult(data.result);
     if (data.error) this.error = data.error;
     if (data.status === "completed") this.percent = 100;
     for (const outcome of data.result?.items ?? []) {
@@ -101,6 +113,8 @@ export class TaskView {
     $("cancel").disabled = this.ended;
     const anyBad = [...this.items.values()].some((i) => i.status !== "completed");
     $("retry").disabled = !(this.ended && (this.status !== "completed" || anyBad));
+    $("agent").hidden = !this.answer;
+    this.answer?.render(this.ended);
   }
 }
 
