@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from longtask import client_args
+from longtask.jobs import agent
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of
@@ -330,3 +332,7 @@ async def test_ask_without_an_llm_answers_with_passages_and_says_so(make_stack: 
     assert submitted.stdout.strip() == f"task {asked}: asked; `longtask watch {asked}` follows it"
     shown = await wait_status(stack.client, asked, {"completed"})
     assert shown["params"] == {"question": "Which documents are there?", "max_steps": 3}
+
+
+def test_the_cli_checks_max_steps_against_the_servers_own_limit() -> None:
+    assert client_args.MAX_STEPS == agent.MAX_STEPS

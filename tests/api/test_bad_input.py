@@ -74,6 +74,10 @@ CASES: dict[str, Case] = {
     "internal kind": Case("POST", "/tasks", 422, "unknown_kind", {"json": {"kind": "ingest"}}),
     "bad fan-out params": Case("POST", "/tasks", 422, "invalid_params",
                                {"json": {"kind": "test.fanout", "params": {"items": 5}}}),
+    "agent without a question": Case("POST", "/tasks", 422, "invalid_params",
+                                     {"json": {"kind": "agent", "params": {"question": " "}}}),
+    "agent with 99 steps": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "agent", "params": {"question": "why?", "max_steps": 99}}}),
     "negative deadline": Case("POST", "/tasks", 400, "invalid_deadline",
                               {"json": {"kind": "test.echo", "deadline_seconds": -1}}),
     "deadline as text": Case("POST", "/tasks", 400, "invalid_deadline",

@@ -31,7 +31,17 @@ _SYSTEM = ("You answer questions about the user's documents. Use the tools to fi
 _CITATION = re.compile(r"\[([^\[\],]+?),\s*p+\.?\s*(\d+)(?:\s*[-–]\s*\d+)?\]")
 
 
-@kind("agent")
+def _checked(params: Any) -> list[Any]:
+    """The one item, the params, checked when the task is submitted: a bad one is a 422 then,
+    not a failed task later."""
+    try:
+        _read(params)
+    except PermanentError as exc:
+        raise ValueError(exc.message) from None
+    return [params]
+
+
+@kind("agent", items=_checked, item_name=lambda _: "agent")
 async def agent(ctx: JobContext, params: Any) -> dict[str, Any]:
     question, only, max_steps, step_timeout = _read(params)
     chat = llm.chat(ctx)
