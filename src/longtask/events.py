@@ -121,6 +121,14 @@ class Subscription:
             return RESYNC
         return await self._queue.get()
 
+    async def take(self) -> list[Event | str]:
+        """What has queued up, at least one item (waiting for it): a busy stream sends the
+        events that arrived together in one write."""
+        items = [await self.get()]
+        while items[-1] != RESYNC and not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
 
 class Hub:
     """One Redis pub/sub connection per process, fanned out to many subscriptions."""
@@ -203,9 +211,10 @@ class Hub:
 
 
 async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: str,
-                           after: int) -> AsyncGenerator[Event, None]:
+                           after: int) -> AsyncGenerator[list[Event], None]:
     """Every event of a task above `after`, in order, no gaps, no repeats, ending with the
-    task's final event: the history from Postgres, then the live feed.
+    task's final event: the history from Postgres, then the live feed. In batches (a page of
+    history, the live events that queued up meanwhile), so a consumer can write each in one go.
 
     Subscribe first, then read the history, then pass on live events above the last one
     replayed: reading first would lose what is published in between. Sequence numbers are
@@ -222,37 +231,49 @@ async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: s
     async with hub.subscribe(task_id) as live:
         while True:
             backlog = await event_store.after(pool, tenant, task_id, last, _PAGE)
-            for event in backlog:
-                yield event
-                last = event.seq
-                if event.terminal:
-                    return
+            end = next((n for n, event in enumerate(backlog, 1) if event.terminal), None)
+            if backlog:
+                yield backlog[:end]
+                last = backlog[-1].seq
+            if end is not None:
+                return
             if len(backlog) == _PAGE:
                 continue
+            texts = []
             for index, stream in (await item_store.streams(pool, tenant, task_id)).items():
                 if shown.get(index) != (stream["step"], len(stream["text"])):
                     shown[index] = (stream["step"], len(stream["text"]))
-                    yield Event(task_id, 0, TEXT, {"item": index, **stream})
-            while True:
-                item = await live.get()
-                if item == RESYNC:
-                    break
-                assert isinstance(item, Event)
-                if item.type == DELTA:
-                    piece = _unseen(item.data, shown)
-                    if piece is None:
-                        break  # text was missed: read the text so far from Postgres
-                    if piece:
-                        yield Event(task_id, 0, DELTA, piece)
-                    continue
-                if item.seq <= last:
-                    continue
-                if item.seq > last + 1:
-                    break  # a gap: the missing events are committed; read them from Postgres
-                yield item
-                last = item.seq
-                if item.terminal:
-                    return
+                    texts.append(Event(task_id, 0, TEXT, {"item": index, **stream}))
+            if texts:
+                yield texts
+            resync = False
+            while not resync:
+                batch: list[Event] = []
+                for item in await live.take():
+                    if item == RESYNC:
+                        resync = True
+                        break
+                    assert isinstance(item, Event)
+                    if item.type == DELTA:
+                        piece = _unseen(item.data, shown)
+                        if piece is None:
+                            resync = True  # text was missed: read the text so far again
+                            break
+                        if piece:
+                            batch.append(Event(task_id, 0, DELTA, piece))
+                        continue
+                    if item.seq <= last:
+                        continue
+                    if item.seq > last + 1:
+                        resync = True  # a gap: the missing events are committed; read them
+                        break
+                    batch.append(item)
+                    last = item.seq
+                    if item.terminal:
+                        yield batch
+                        return
+                if batch:
+                    yield batch
 
 
 def _unseen(data: dict[str, Any], shown: dict[int, tuple[int, int]]) -> dict[str, Any] | None:

@@ -158,9 +158,10 @@ class _Session:
     async def _relay(self, after: int) -> None:
         feed = replay_then_tail(self.state.pool, self.state.hub, self.tenant, self.ident, after)
         async with aclosing(feed):
-            async for event in feed:
-                await self.send({"id": event.seq or None, "event": event.type,
-                                 "data": event.data})  # live text has no id
+            async for batch in feed:
+                for event in batch:
+                    await self.send({"id": event.seq or None, "event": event.type,
+                                     "data": event.data})  # live text has no id
 
     async def _heartbeat(self) -> None:
         while True:

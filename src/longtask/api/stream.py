@@ -47,11 +47,13 @@ async def events(request: Request) -> Response:
 
 
 async def _relay(pool: asyncpg.Pool, hub: Hub, tenant: str, ident: str,
-                 after: int) -> AsyncIterator[ServerSentEvent]:
+                 after: int) -> AsyncIterator[ServerSentEvent | bytes]:
     yield ServerSentEvent(comment="longtask", retry=RECONNECT_MS)
     async with aclosing(replay_then_tail(pool, hub, tenant, ident, after)) as feed:
-        async for event in feed:
-            yield _sse(event)
+        async for batch in feed:
+            # one write for the batch (a page of history is hundreds of events): sse-starlette
+            # sends bytes as they are, framed here by its own ServerSentEvent.encode
+            yield b"".join(_sse(event).encode() for event in batch)
 
 
 def _sse(event: Event) -> ServerSentEvent:
