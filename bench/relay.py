@@ -142,6 +142,8 @@ async def straight(fake: FakeOpenAI, prompts: list[str], tokens: int) -> Arrival
 
 
 async def run(report: Report, prompts: int, tokens: int, rate: float) -> None:
+    if not 0 < tokens <= 10_000:
+        raise SystemExit("--tokens: from 1 to 10,000 (a token is a word of WIDTH - 1 characters)")
     asks = [f"prompt {n}" for n in range(prompts)]
     async with FakeOpenAI(latency=LATENCY, token_delay=1 / rate, reply=answer(tokens)) as fake:
         base, base_newest = delays(await straight(fake, asks, tokens), emitted(fake, asks))
