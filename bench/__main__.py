@@ -28,7 +28,7 @@ from bench._report import Figure, cells
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SCRIPTS = ("submit", "overhead", "latency", "fanout", "llm", "ingest")
+SCRIPTS = ("submit", "overhead", "latency", "fanout", "llm", "ingest", "relay", "generate")
 PACKAGES = ("starlette", "uvicorn", "arq", "redis", "asyncpg", "sse-starlette", "httpx",
             "pymupdf", "sentence-transformers", "torch", "pgserver")
 
@@ -111,7 +111,7 @@ def machine_info() -> dict[str, str]:
 
 
 def render(machine: dict[str, str], sections: list[dict[str, Any]]) -> str:
-    lines = ["# longtask benchmarks (issue 7)", "",
+    lines = ["# longtask benchmarks (issues 7 and 8)", "",
              "Written by `make bench` (`.venv/bin/python -m bench`); do not edit by hand, edit "
              "`bench/ANALYSIS.md`.", "",
              "Each figure is set against a baseline measured in the same invocation on the same "

@@ -53,6 +53,9 @@ BENCH_ENV = {
     # an embeddings endpoint (never called outside bench.ingest), so a worker does not load the
     # local model at start: that import holds the GIL for tens of seconds, under the timings
     "LONGTASK_EMBED_URL": "http://127.0.0.1:9/v1",
+    # this checkout's code, not what the venv's editable install points at (another checkout's
+    # src, when a worktree borrows a venv: its workers would run other code on our migrations)
+    "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
 }
 
 

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from bench._report import Report, cli
-from bench._stack import Stack, submit
+from bench._stack import Stack, percentile, submit
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 
 
 async def run(report: Report, items: int, concurrency: int, latency: float) -> None:
+    await batch(report, "bench.llm", {"items": list(range(items))}, items, concurrency, latency)
+
+
+async def batch(report: Report, kind: str, params: dict[str, Any], items: int, concurrency: int,
+                latency: float) -> None:
+    """Time one task of `kind` with `items` items, one LLM call each, on 1 and on 2 workers,
+    `concurrency` jobs in all, against ceil(items / concurrency) x latency."""
     ideal = math.ceil(items / concurrency) * latency
     async with FakeOpenAI(latency=latency) as fake:
         for workers in (1, 2):
@@ -30,17 +38,32 @@ async def run(report: Report, items: int, concurrency: int, latency: float) -> N
                 fake.reset()
                 async with stack.client(web) as client:
                     started = time.monotonic()
-                    task = await submit(client, "bench.llm", {"items": list(range(items))})
+                    task = await submit(client, kind, params)
                     ended = await stack.wait_tasks_done([task["id"]], timeout=ideal * 10 + 60)
                     final = (await client.get(f"/tasks/{task['id']}")).json()
                 wall = ended - started
                 calls = fake.calls(CHAT)
+                where = timeline(fake, started, ended, concurrency)
             report.add(f"{items} LLM items, {workers} worker(s)", wall, "s", baseline=ideal,
                        baseline_name=f"ideal ceil({items}/{concurrency}) x {latency:g} s",
                        target="within 15% of ideal",
                        met=wall <= 1.15 * ideal and final["status"] == "completed")
             report.note(f"{workers} worker(s) x max_jobs {concurrency // workers}: "
-                        f"task {final['status']}, {calls} chat calls")
+                        f"task {final['status']}, {calls} chat calls, at most "
+                        f"{fake.max_concurrency} at once at the test server; {where}")
+
+
+def timeline(fake: FakeOpenAI, started: float, ended: float, concurrency: int) -> str:
+    """Where the wall time beyond the calls' latency went: before the first call, between a
+    call's end and the next call's start in the slot it freed (the n-th start past the first
+    `concurrency` takes the n-th slot to free), and after the last call."""
+    calls = [r for r in fake.requests if r.path == CHAT]
+    starts, ends = sorted(r.started for r in calls), sorted(r.ended for r in calls)
+    turnarounds = [s - e for s, e in zip(starts[concurrency:], ends)] or [0.0]
+    return (f"POST -> first call {starts[0] - started:.2f} s, a slot's turnaround (a call's "
+            f"end -> the next call's start) p50 {percentile(turnarounds, 50) * 1000:.0f} ms "
+            f"max {max(turnarounds) * 1000:.0f} ms, last call's end -> task seen ended "
+            f"{ended - ends[-1]:.2f} s")
 
 
 def main() -> None:

@@ -236,6 +236,19 @@ async def test_a_stream_the_client_leaves_is_counted(server: FakeOpenAI,
     assert server.in_flight == 0
 
 
+async def test_streamed_chunks_keep_to_a_schedule_and_their_times_are_noted(
+        server: FakeOpenAI, http: httpx.AsyncClient) -> None:
+    server.token_delay = 0.02
+    async with http.stream("POST", "/chat/completions", json={**ASK, "stream": True}) as answer:
+        datas = await read_stream(answer)
+    [record] = server.requests
+    assert len(record.sent) == len(datas) - 1  # every chunk but [DONE]
+    assert record.started <= record.sent[0] and record.sent == sorted(record.sent)
+    # chunk n goes out in its slot, n x token_delay after the first, never before it (give or
+    # take the loop's clock resolution)
+    assert all(t - record.sent[0] >= n * 0.02 - 0.002 for n, t in enumerate(record.sent))
+
+
 async def test_reset_forgets_requests_and_faults(server: FakeOpenAI,
                                                  http: httpx.AsyncClient) -> None:
     server.fail_next("500")

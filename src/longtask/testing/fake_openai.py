@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -70,6 +70,7 @@ class Record:
     status: int = 0  # the status sent; 0 if nothing was (a hang the client gave up on)
     ended: float = 0.0  # just before the last byte went out, or when the connection was dropped
     fault: str | None = None  # the injected fault, or "rate_limit"
+    sent: list[float] = field(default_factory=list)  # when each streamed chunk went out
 
 
 class InjectedFault(Exception):
@@ -404,7 +405,11 @@ class _Meter:
 
 class _EventStream(Response):
     """Chunks as server-sent events, `token_delay` apart, then `data: [DONE]`. Counts a client
-    that leaves before the end; when `broken`, drops the connection after a few chunks instead."""
+    that leaves before the end; when `broken`, drops the connection after a few chunks instead.
+
+    Chunks keep to a schedule (a late one does not delay the rest), so the rate is exactly one
+    per `token_delay`, and the time each goes out is noted in the request's `Record.sent`: a
+    benchmark measures how long a token takes from here to its reader."""
 
     media_type = "text/event-stream"
 
@@ -417,12 +422,16 @@ class _EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         chunks = self.chunks[:min(3, len(self.chunks) - 1)] if self.broken else self.chunks
+        sent: list[float] = scope[_RECORD].sent
         done = False
         async with anyio.create_task_group() as group:
             group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            due = time.monotonic()
             for chunk in chunks:
+                sent.append(time.monotonic())
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await self.server._pause(self.server.token_delay)
+                due += self.server.token_delay
+                await self.server._pause(due - time.monotonic())
             if not self.broken:
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
                 done = True
