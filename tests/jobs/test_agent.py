@@ -144,6 +144,25 @@ async def test_a_shared_provider_limit_keeps_two_workers_under_it(make_stack: An
     assert workers == 2  # both workers sent requests, and together stayed under the limit
 
 
+async def test_a_429_with_retry_after_pauses_every_worker(make_stack: Any) -> None:
+    # no rate configured: only the provider's own 429 + Retry-After: 2 s, once, mid-batch
+    with FakeOpenAI(latency=0.05) as fake:
+        fake.fail_next("429", retry_after=2.0, after=6)
+        stack = await make_stack(workers=2, **fake_providers(fake, concurrency=4))
+        task_id = (await stack.client.post("/tasks", json={"kind": "generate", "params": {
+            "prompts": [f"prompt {i}" for i in range(60)]}})).json()["id"]
+        task = await wait_status(stack.client, task_id, {"completed", "failed"}, timeout=60)
+        chats = [r for r in fake.requests if r.path == CHAT]
+    assert task["status"] == "completed" and task["items_failed"] == 0
+    [refused] = [r for r in chats if r.status == 429]
+    # requests already on their way when the 429 went out may still arrive just after it;
+    # then nothing, from either worker, until the 2 s are up
+    during = [r.started - refused.ended for r in chats
+              if refused.ended + 0.25 < r.started < refused.ended + 1.8]
+    assert during == [], f"requests {during} s after the 429"
+    assert max(r.started for r in chats) > refused.ended + 1.8  # the rest came after the pause
+
+
 async def test_the_python_client_follows_the_live_text(make_stack: Any) -> None:
     with FakeOpenAI(token_delay=0.01) as fake:
         fake.reply = lambda messages: " ".join(f"token{i}" for i in range(80))

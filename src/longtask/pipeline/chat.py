@@ -21,16 +21,19 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from longtask.errors import TransientError
-from longtask.pipeline.http import check, transport_error, with_retries
+from longtask.pipeline.http import MAX_RETRY_AFTER, check, transport_error, with_retries
 
 OnDelta = Callable[[str], Awaitable[None]]
 OnRestart = Callable[[], Awaitable[None]]
 
 
 class Throttle(Protocol):
-    """Waits until a request of about `tokens` tokens may go to the provider."""
+    """Waits until a request of about `tokens` tokens may go to the provider; `pause` holds
+    every caller back for as long as the provider asked (Retry-After)."""
 
     async def wait(self, tokens: int) -> None: ...
+
+    async def pause(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,15 @@ class ChatClient:
             attempts += 1
             if attempts > 1 and on_restart is not None:
                 await on_restart()
-            if self._throttle is not None:
-                await self._throttle.wait(estimate)
-            return await self._stream(body, on_delta)
+            if self._throttle is None:
+                return await self._stream(body, on_delta)
+            await self._throttle.wait(estimate)
+            try:
+                return await self._stream(body, on_delta)
+            except TransientError as exc:
+                if exc.retry_after is not None:  # the provider said how long: all of us wait
+                    await self._throttle.pause(min(exc.retry_after, MAX_RETRY_AFTER))
+                raise
 
         return await with_retries(attempt, service="llm")
 
