@@ -115,8 +115,8 @@ def render(machine: dict[str, str], sections: list[dict[str, Any]]) -> str:
              "Written by `make bench` (`.venv/bin/python -m bench`); do not edit by hand, edit "
              "`bench/ANALYSIS.md`.", "",
              "Each figure is set against a baseline measured in the same invocation on the same "
-             "Redis/PostgreSQL; the ratio is figure / baseline. Other engineers' test suites share "
-             "this machine while it runs, so absolute numbers are noisy: compare the ratios.", "",
+             "Redis/PostgreSQL; the ratio is figure / baseline. On a machine shared with other work "
+             "absolute numbers are noisy: compare the ratios.", "",
              "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
     lines.append("")

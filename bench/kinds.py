@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import longtask
-from longtask.pipeline import providers
+from longtask.jobs import llm as llm_of_worker
 
 
 @longtask.kind("bench.emit")
@@ -31,6 +31,5 @@ async def emit(ctx: longtask.JobContext, params: dict[str, Any]) -> dict[str, An
 @longtask.kind("bench.llm", items=lambda params: params["items"])
 async def llm(ctx: longtask.JobContext, item: Any) -> dict[str, Any]:
     """One chat completion per item, through the project's own LLM client."""
-    summariser = ctx.resource("summariser", lambda: providers.summariser(ctx.settings, ctx.http))
-    summary = await summariser.summarise(f"item {item}: a short text for the model to summarise.")
+    summary = await llm_of_worker.summariser(ctx).summarise(f"item {item}: a short text for the model to summarise.")
     return {"method": summary.method}
