@@ -16,7 +16,8 @@ demo: setup                     ## set up, start everything locally, run a job a
 dev: setup                      ## web + worker on embedded Postgres and Redis until Ctrl-C
 	$(BIN)/longtask dev
 
-test: setup browser-deps        ## the test suite (real Postgres, Redis, uvicorn, workers, chromium)
+test: setup browser-deps        ## lint, then the test suite (real Postgres, Redis, uvicorn, workers, chromium)
+	$(BIN)/ruff check --select F,E9 src tests bench
 	$(BIN)/pytest
 
 bench: setup                    ## every benchmark of issue 7; writes bench/RESULTS.md (~15 min)

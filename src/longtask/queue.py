@@ -54,8 +54,38 @@ def loads(raw: bytes) -> Any:
 
 
 async def connect(url: str, retries: int = WEB_RETRIES) -> ArqRedis:
-    return await create_pool(redis_settings(url, retries), job_serializer=dumps,
-                             job_deserializer=loads)
+    redis = await create_pool(redis_settings(url, retries), job_serializer=dumps,
+                              job_deserializer=loads)
+    retry_handshakes(redis)
+    return redis
+
+
+_HANDSHAKE_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), 8)
+
+
+class _RetriedHandshake:
+    """A connection whose whole connect is retried, handshake included. redis-py retries the
+    TCP connect only; a Redis that is restarting can accept a connection and reset it during
+    the handshake (HELLO, SELECT), and that error escapes even a retried command: in ARQ's poll
+    loop it ends the worker process."""
+
+    async def connect(self) -> None:
+        await _HANDSHAKE_RETRY.call_with_retry(
+            super().connect, lambda error: self.disconnect())  # type: ignore[misc]
+
+
+def retry_handshakes(redis: ArqRedis) -> None:
+    """Make the pool's connections retry their handshake when they (re)connect: the ones to
+    come, and the ones it holds already (ARQ pinged through one before we got the pool)."""
+    pool = redis.connection_pool
+    if issubclass(pool.connection_class, _RetriedHandshake):
+        return
+    retried = type(f"Retried{pool.connection_class.__name__}",
+                   (_RetriedHandshake, pool.connection_class), {})
+    pool.connection_class = retried
+    # redis-py keeps these two collections (pinned in pyproject); the class adds no state
+    for conn in [*pool._available_connections, *pool._in_use_connections]:
+        conn.__class__ = retried
 
 
 # ARQ's enqueue_job, for many jobs in one round trip: a job whose id is queued, running or has

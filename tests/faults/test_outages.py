@@ -9,10 +9,11 @@ from typing import Any
 import asyncpg
 import httpx
 
+from longtask import queue
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.faults.test_worker_crash import assert_exactly_once, batch
-from tests.support import fake_providers, sse_events, wait_for, wait_status
+from tests.support import CuttableProxy, fake_providers, sse_events, wait_for, wait_status
 
 
 async def _batch_through(stack: Any, pool: asyncpg.Pool, seed: int, outage: Any) -> None:
@@ -67,3 +68,33 @@ async def test_postgres_restarted_mid_batch(make_stack: Any, pool: asyncpg.Pool,
             services.postgres.start()
 
         await _batch_through(stack, pool, 5, restart)
+
+
+async def test_a_redis_connection_reset_during_its_handshake_is_retried(
+        services: Services) -> None:
+    # a restarting Redis can accept a connection and reset it before answering: redis-py
+    # retries commands and TCP connects, not that, and ARQ's poll loop died of it once in CI
+    async with CuttableProxy(services.redis.port) as proxy:
+        url = proxy.url.replace("http://", "redis://") + "/1"  # db 1: the handshake sends SELECT
+        redis = await queue.connect(url)
+        try:
+            assert await redis.ping()
+            proxy.refusing = True
+            proxy.cut()  # the pooled connection is gone: the next command makes a new one
+            refused_from = proxy.connections
+
+            async def accept_after_two() -> None:
+                await wait_for(lambda: _at_least(proxy, refused_from + 2), timeout=10,
+                               what="two connections to be reset", interval=0.005)
+                proxy.refusing = False
+
+            reopen = asyncio.create_task(accept_after_two())
+            assert await redis.ping()
+            await reopen
+            assert proxy.connections >= refused_from + 3  # two reset, then one that worked
+        finally:
+            await redis.aclose()
+
+
+async def _at_least(proxy: CuttableProxy, connections: int) -> bool:
+    return proxy.connections >= connections

@@ -54,6 +54,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     async def startup(ctx: dict[str, Any]) -> None:
         assert settings.database_url
         logs.adopt("arq")  # the arq command installed its own plain handler after our set-up
+        queue.retry_handshakes(ctx["redis"])
         if settings.metrics_port:
             stop_metrics.append(metrics.serve(settings.metrics_port))
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
