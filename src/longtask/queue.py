@@ -60,7 +60,9 @@ async def connect(url: str, retries: int = WEB_RETRIES) -> ArqRedis:
     return redis
 
 
-_HANDSHAKE_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), 8)
+# few: each attempt includes redis-py's own retried TCP connect, so while Redis is simply down
+# this multiplies that wait (a web request's 503 comes about a second later, not ten)
+_HANDSHAKE_RETRY = Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)
 
 
 class _RetriedHandshake:
