@@ -15,6 +15,7 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms, to_unix_ms
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry
+from redis.commands.core import AsyncScript
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, RedisError, TimeoutError
 
@@ -106,6 +107,7 @@ end
 return added
 """
 _BATCH = 500  # jobs per script call: Redis runs a script alone, so keep each one short
+_enqueue_script: AsyncScript | None = None
 
 
 async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) -> int:
@@ -115,7 +117,9 @@ async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) ->
     Failure is logged, not raised: the rows are committed, and the reconciler enqueues what
     Redis does not hold.
     """
-    script = arq.register_script(_ENQUEUE)
+    global _enqueue_script
+    if _enqueue_script is None:  # made once (it hashes the script); called with any client
+        _enqueue_script = arq.register_script(_ENQUEUE)
     todo = list(jobs)
     added = 0
     try:
@@ -124,7 +128,7 @@ async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) ->
             for job in todo[start:start + _BATCH]:
                 keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id]
                 args += _job_args(arq, job)
-            added += int(await script(keys, args))
+            added += int(await _enqueue_script(keys, args, client=arq))
     except (RedisError, OSError) as exc:
         log.warning("enqueue failed; the reconciler will retry: %s", exc)
     return added

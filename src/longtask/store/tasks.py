@@ -87,13 +87,16 @@ class Canceled:
 _COLUMNS = ", ".join(f.name for f in fields(Task))
 
 
+# The tenant's open tasks, counted up to `limit` only: a busy tenant costs no more than that.
+_OPEN_TASKS = ("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1"
+               " AND status IN ('pending', 'running') LIMIT {limit}) AS open")
+
 # A submit in one statement (one round trip, its own transaction): the open-task check, the
 # task, its items (the enqueue intent) and its first event. No task row back means the tenant
 # had no room ($12) or the Idempotency-Key was used before (ON CONFLICT); `create` tells which.
 _CREATE = f"""
 WITH room AS (
-    SELECT $12::int IS NULL OR (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1
-        AND status IN ('pending', 'running') LIMIT $12) AS open) < $12 AS ok
+    SELECT $12::int IS NULL OR ({_OPEN_TASKS.format(limit="$12")}) < $12 AS ok
 ), t AS (
     INSERT INTO tasks (tenant, kind, params, items_total, idempotency_key, request_hash,
         last_seq, retry_of, run_at, deadline_at, schedule_id, queue)
@@ -159,11 +162,8 @@ async def create(
 
 
 async def ensure_room(pool: asyncpg.Pool, tenant: str, max_open: int) -> None:
-    """TooManyRequests if the tenant has `max_open` open (pending or running) tasks already.
-    The count stops at the limit, so a busy tenant costs no more than that."""
-    count = await pool.fetchval(
-        "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1"
-        " AND status IN ('pending', 'running') LIMIT $2) AS open", tenant, max_open)
+    """TooManyRequests if the tenant has `max_open` open (pending or running) tasks already."""
+    count = await pool.fetchval(_OPEN_TASKS.format(limit="$2"), tenant, max_open)
     if count >= max_open:
         raise _no_room(max_open)
 
