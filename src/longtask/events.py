@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from longtask import redis_keys
+from longtask.errors import NotFound
 from longtask.store import events as event_store
-from longtask.store import items as item_store
 from longtask.store.events import DELTA, TEXT, Event
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,11 @@ async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: s
     task's final event: the history from Postgres, then the live feed. In batches (a page of
     history, the live events that queued up meanwhile), so a consumer can write each in one go.
 
+    The first batch comes as soon as the task has been read, even when it is empty, so a caller
+    can answer before anything happens: NotFound if there is no such task, and no batch at all
+    (the generator ends) if the task has ended and every event up to `after` was seen already.
+    A task deleted later simply ends the feed.
+
     Subscribe first, then read the history, then pass on live events above the last one
     replayed: reading first would lose what is published in between. Sequence numbers are
     consecutive per task, so a gap in the live feed (or an overflow, or a Redis reconnect) is
@@ -228,27 +233,35 @@ async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: s
     """
     last = after
     shown: dict[int, tuple[int, int]] = {}  # item -> (step, characters) of live text sent
+    first = True
     async with hub.subscribe(task_id) as live:
         while True:
-            backlog = await event_store.after(pool, tenant, task_id, last, _PAGE)
+            # the task, a page of its history and its items' text so far: one round trip
+            page = await event_store.catch_up(pool, tenant, task_id, last, _PAGE)
+            if page is None:
+                if first:
+                    raise NotFound(f"no task {task_id}")
+                return
+            backlog = page.events
             end = next((n for n, event in enumerate(backlog, 1) if event.terminal), None)
+            batch = backlog[:end]
             if backlog:
-                yield backlog[:end]
                 last = backlog[-1].seq
+            more = end is None and len(backlog) == _PAGE
+            if end is None and not more:
+                batch += _texts(task_id, page.streams, shown)
+            if page.ended and not backlog:
+                return  # its final event was seen already
+            if batch or first:
+                yield batch
+            first = False
             if end is not None:
                 return
-            if len(backlog) == _PAGE:
+            if more:
                 continue
-            texts = []
-            for index, stream in (await item_store.streams(pool, tenant, task_id)).items():
-                if shown.get(index) != (stream["step"], len(stream["text"])):
-                    shown[index] = (stream["step"], len(stream["text"]))
-                    texts.append(Event(task_id, 0, TEXT, {"item": index, **stream}))
-            if texts:
-                yield texts
             resync = False
             while not resync:
-                batch: list[Event] = []
+                batch = []
                 for item in await live.take():
                     if item == RESYNC:
                         resync = True
@@ -274,6 +287,17 @@ async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: s
                         return
                 if batch:
                     yield batch
+
+
+def _texts(task_id: str, streams: dict[int, dict[str, Any]],
+           shown: dict[int, tuple[int, int]]) -> list[Event]:
+    """A `text` event for each item whose text so far the client does not have yet."""
+    texts = []
+    for index, stream in streams.items():
+        if shown.get(index) != (stream["step"], len(stream["text"])):
+            shown[index] = (stream["step"], len(stream["text"]))
+            texts.append(Event(task_id, 0, TEXT, {"item": index, **stream}))
+    return texts
 
 
 def _unseen(data: dict[str, Any], shown: dict[int, tuple[int, int]]) -> dict[str, Any] | None:

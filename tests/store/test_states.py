@@ -39,8 +39,10 @@ async def test_an_ended_task_takes_no_more_events(pool: asyncpg.Pool) -> None:
     from longtask.store import events
 
     assert await events.append(pool, created.task.id, "progress", {}) is None
-    rows = await events.after(pool, "t", created.task.id, 0)
-    assert [(e.seq, e.data.get("status")) for e in rows] == [(1, "pending"), (2, "canceled")]
+    page = await events.catch_up(pool, "t", created.task.id, 0, 100)
+    assert page is not None and page.ended
+    assert [(e.seq, e.data.get("status")) for e in page.events] == \
+        [(1, "pending"), (2, "canceled")]
 
 
 async def test_retention_deletes_only_tasks_that_ended_long_ago(pool: asyncpg.Pool) -> None:

@@ -105,6 +105,8 @@ class _Session:
             return
         if error is None:
             await self.close(ENDED, "task ended")
+        elif isinstance(error, ApiError):  # NotFound: the task was deleted as the socket opened
+            await self.close(4000 + error.status_code, error.code, error.detail)
         elif isinstance(error, DEPENDENCY_ERRORS):
             log.warning("socket for task %s: a backing service is away: %r", self.ident, error)
             await self.close(TRY_LATER, "unavailable", "Postgres or Redis is away; reconnect")

@@ -9,10 +9,8 @@ stopped. The stream ends after the task's final event.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-
-import asyncpg
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import HTTPConnection, Request
@@ -21,45 +19,52 @@ from starlette.routing import Route
 
 from longtask.api.common import authenticate_stream, task_id
 from longtask.errors import InvalidInput
-from longtask.events import Hub, replay_then_tail
-from longtask.store import tasks as task_store
+from longtask.events import replay_then_tail
 from longtask.store.events import Event
 
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
 MAX_SEQ = 2**63 - 1  # task_events.seq is a bigint
+_HELLO = ServerSentEvent(comment="longtask", retry=RECONNECT_MS).encode()
 
 
 async def events(request: Request) -> Response:
     ident = task_id(request)
     tenant = await authenticate_stream(request, ident)
-    state = request.state
-    task = await task_store.get(state.pool, tenant, ident)
     after = resume_point(request)
-    if task.terminal and after >= task.last_seq:
-        # nothing more will ever come; 204 tells an EventSource to stop reconnecting
+    state = request.state
+    feed = replay_then_tail(state.pool, state.hub, tenant, ident, after)
+    try:
+        first = await anext(feed)  # the task read (NotFound: 404) and its history so far
+    except StopAsyncIteration:
+        # the task has ended and the client has every event: nothing more will ever come, and
+        # 204 tells an EventSource to stop reconnecting
         return Response(status_code=204)
     return EventSourceResponse(
-        _relay(state.pool, state.hub, tenant, ident, after),
+        _relay(first, feed),
         ping=state.settings.sse_ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         send_timeout=30,
     )
 
 
-async def _relay(pool: asyncpg.Pool, hub: Hub, tenant: str, ident: str,
-                 after: int) -> AsyncIterator[ServerSentEvent | bytes]:
-    yield ServerSentEvent(comment="longtask", retry=RECONNECT_MS)
-    async with aclosing(replay_then_tail(pool, hub, tenant, ident, after)) as feed:
+async def _relay(first: list[Event], feed: AsyncGenerator[list[Event], None]
+                 ) -> AsyncIterator[bytes]:
+    # one write per batch (a page of history is hundreds of events): sse-starlette sends bytes
+    # as they are, framed here by its own ServerSentEvent.encode
+    async with aclosing(feed):
+        yield _HELLO + _frames(first)
         async for batch in feed:
-            # one write for the batch (a page of history is hundreds of events): sse-starlette
-            # sends bytes as they are, framed here by its own ServerSentEvent.encode
-            yield b"".join(_sse(event).encode() for event in batch)
+            yield _frames(batch)
 
 
-def _sse(event: Event) -> ServerSentEvent:
+def _frames(batch: list[Event]) -> bytes:
+    return b"".join(event.encoded("sse", _frame) for event in batch)
+
+
+def _frame(event: Event) -> bytes:
     # live text (seq 0) has no `id:`, so a browser's Last-Event-ID stays at the stored event
     return ServerSentEvent(data=json.dumps(event.data, separators=(",", ":")), event=event.type,
-                           id=str(event.seq) if event.seq else None)
+                           id=str(event.seq) if event.seq else None).encode()
 
 
 def resume_point(request: HTTPConnection) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+
+T = TypeVar("T")
 
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 # ephemeral event types (never rows here): live LLM text, and the whole text so far of an item
@@ -34,6 +37,15 @@ class Event:
     type: str
     data: dict[str, Any]
     created_at: datetime | None = None
+    # encodings made for the wire, kept with the event: the hub hands one Event to every
+    # stream watching its task, so each encoding is made once, not once per stream
+    _wire: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def encoded(self, form: str, encode: Callable[[Event], T]) -> T:
+        """`encode(self)`, made the first time `form` is asked for."""
+        if form not in self._wire:
+            self._wire[form] = encode(self)
+        return self._wire[form]  # type: ignore[no-any-return]
 
     @property
     def terminal(self) -> bool:
@@ -66,15 +78,38 @@ async def insert_at(conn: asyncpg.Connection, task_id: str, tenant: str, seq: in
     return _event(row)
 
 
-async def after(pool: asyncpg.Pool, tenant: str, task_id: str, seq: int,
-                limit: int = 1000) -> list[Event]:
-    """Events of a task with a sequence number above `seq`, in order."""
-    rows = await pool.fetch(
-        "SELECT task_id, seq, type, data, created_at FROM task_events"
-        " WHERE task_id = $1 AND tenant = $2 AND seq > $3 ORDER BY seq LIMIT $4",
-        task_id, tenant, seq, limit,
+# A stream's catch-up in one round trip: the task's state, a page of its events after a sequence
+# number, and the text so far of its items that are writing some.
+_CATCH_UP = """
+SELECT t.status, t.last_seq,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('seq', e.seq, 'type', e.type, 'data', e.data)
+                               ORDER BY e.seq), '[]')
+     FROM (SELECT seq, type, data FROM task_events WHERE task_id = t.id AND seq > $3
+           ORDER BY seq LIMIT $4) e) AS events,
+    (SELECT coalesce(jsonb_object_agg(idx, stream), '{}') FROM task_items
+     WHERE task_id = t.id AND stream IS NOT NULL) AS streams
+FROM tasks t WHERE t.id = $1 AND t.tenant = $2
+"""
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    ended: bool  # the task has ended: no event will come after its newest one
+    events: list[Event]  # in order, at most the page asked for
+    streams: dict[int, dict[str, Any]]  # the streamed text so far, by item index
+
+
+async def catch_up(pool: asyncpg.Pool, tenant: str, task_id: str, seq: int,
+                   limit: int) -> CatchUp | None:
+    """What a stream that has every event up to `seq` reads; None if there is no such task."""
+    row = await pool.fetchrow(_CATCH_UP, task_id, tenant, seq, limit)
+    if row is None:
+        return None
+    return CatchUp(
+        ended=row["status"] in TERMINAL,
+        events=[Event(task_id, e["seq"], e["type"], e["data"]) for e in row["events"]],
+        streams=dict(sorted((int(index), text) for index, text in row["streams"].items())),
     )
-    return [_event(r) for r in rows]
 
 
 def _event(row: asyncpg.Record) -> Event:
