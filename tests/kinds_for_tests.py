@@ -73,3 +73,11 @@ async def stubborn(ctx: longtask.JobContext, params: Any) -> None:
     except asyncio.CancelledError:
         pass
     await asyncio.sleep(600)
+
+
+@longtask.kind("test.reporter", items=lambda params: list(range(params["items"])))
+async def reporter(ctx: longtask.JobContext, payload: int) -> None:
+    """Reports progress `steps` times as fast as it can (many items at once: batched writes)."""
+    steps = int(ctx.params["steps"])
+    for step in range(1, steps + 1):
+        await ctx.progress(100 * step / steps, f"step {step}", step=step)

@@ -61,3 +61,25 @@ async def test_a_retry_resumes_after_the_last_checkpoint(tenant_a: Tenant, live_
     assert task["attempts"] == 2
     # steps 1 and 2 ran once; 3 failed and ran again; nothing finished was redone
     assert [int(s) for s in await redis.lrange(f"steps:{task_id}", 0, -1)] == [1, 2, 3, 3, 4]
+
+
+async def test_progress_of_many_items_at_once_keeps_every_tasks_stream_whole(
+        tenant_a: Tenant, live_worker: Worker) -> None:
+    # items run 8 at a time on the session worker and report back to back, so their reports
+    # are written to Postgres together: each must still be its own event, in order, once
+    items, steps = 24, 12
+    task_id = (await tenant_a.client.post("/tasks", json={
+        "kind": "test.reporter", "params": {"items": items, "steps": steps}})).json()["id"]
+    events = await sse_events(tenant_a.client, task_id, timeout=60)
+    assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))  # no gap, no repeat
+    assert events[-1][1:] == ("status", {"status": "completed", "result": events[-1][2]["result"]})
+    progress = [data for _, event, data in events if event == "progress"]
+    assert len(progress) == items * steps
+    for item in range(items):
+        mine = [(d["step"], d["percent"], d["message"]) for d in progress if d["item"] == item]
+        assert mine == [(s, round(100 * s / steps, 2), f"step {s}") for s in range(1, steps + 1)]
+    overall = [d["task_percent"] for d in progress]
+    assert overall == sorted(overall)  # the task's percent never goes back
+    assert overall[-1] == 100
+    task = await wait_status(tenant_a.client, task_id, {"completed"})
+    assert task["progress"] == 100

@@ -20,6 +20,7 @@ from longtask.metrics import WorkerMetrics
 from longtask.settings import Settings
 from longtask.store import events as event_store
 from longtask.store import items as item_store
+from longtask.jobs.progress import ProgressWriter
 from longtask.jobs.textstream import TextStream
 from longtask.store.items import Claim
 
@@ -40,9 +41,11 @@ class Services:
     metrics: WorkerMetrics
     resources: dict[str, Any] = field(default_factory=dict)
     outbox: Outbox = field(init=False)  # committed events, on their way to Redis
+    progress: ProgressWriter = field(init=False)  # items' progress, on its way to Postgres
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.redis)
+        self.progress = ProgressWriter(self.pool, self.outbox)
 
     def resource(self, name: str, make: Callable[[], R]) -> R:
         """A per-process object kinds share (a parser pool, a model), made on first use and
@@ -152,11 +155,8 @@ class JobContext:
         """Report this item's progress (0-100); the task's overall percent follows."""
         self.raise_if_canceled()
         percent = max(0.0, min(100.0, float(percent)))
-        event = await item_store.progress(
-            self.pool, self.item_id, self.worker_id, percent, stage, message, data
-        )
-        if event is not None:
-            self.outbox.send([event])
+        await self._services.progress.write(item_store.Report(
+            self.task_id, self.item_id, self.worker_id, percent, stage, message, data))
 
     async def emit(self, type_: str, **data: Any) -> None:
         """A custom event on the task's stream (`type_` other than status/progress/item)."""

@@ -50,33 +50,6 @@ class PendingJob:
 
 _LEASE = "now() + make_interval(secs => $3)"
 
-_PROGRESS = """
-WITH i AS (
-    UPDATE task_items SET progress = $3, stage = coalesce($4, stage), message = $5,
-        updated_at = now()
-    WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-    RETURNING task_id, idx, name, progress, stage, message
-), t AS (
-    UPDATE tasks t SET last_seq = t.last_seq + 1, updated_at = now(),
-        -- the sum reads the statement's snapshot, taken before the row lock was granted, so it
-        -- may miss a sibling's newer progress: never let the overall percent go backwards
-        progress = greatest(t.progress, least(100,
-            ((SELECT coalesce(sum(o.progress), 0) FROM task_items o
-              WHERE o.task_id = t.id AND o.id <> $1) + $3) / greatest(t.items_total, 1))),
-        stage = CASE WHEN t.items_total = 1 THEN i.stage ELSE t.stage END,
-        message = CASE WHEN t.items_total = 1 THEN i.message ELSE t.message END
-    FROM i WHERE t.id = i.task_id AND t.status = 'running'
-    RETURNING t.id, t.tenant, t.last_seq, t.progress
-)
-INSERT INTO task_events (task_id, seq, tenant, type, data)
-SELECT t.id, t.last_seq, t.tenant, 'progress', $6::jsonb || jsonb_build_object(
-    'item', i.idx, 'name', i.name, 'percent', round(i.progress::numeric, 2), 'stage', i.stage,
-    'message', i.message, 'task_percent', round(t.progress::numeric, 2))
-FROM t, i
-RETURNING task_id, seq, type, data, created_at
-"""
-
-
 async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
                 lease_seconds: float) -> Claim | None:
     """Take a pending item for this job; None if another job owns it or it is not pending."""
@@ -104,12 +77,28 @@ async def heartbeat(pool: asyncpg.Pool, item_id: str, owner: str,
     )
 
 
-async def progress(pool: asyncpg.Pool, item_id: str, owner: str, percent: float,
-                   stage: str | None, message: str | None, data: dict[str, Any]) -> Event | None:
-    """Record an item's progress and the task's overall percent, as one event."""
-    row = await pool.fetchrow(_PROGRESS, item_id, owner, percent, stage, message, data)
-    return Event(str(row["task_id"]), row["seq"], row["type"], row["data"],
-                 row["created_at"]) if row else None
+@dataclass(frozen=True)
+class Report:
+    """One progress report of a running item."""
+    task_id: str  # the order reports are written in (see longtask_progress)
+    item_id: str
+    owner: str
+    percent: float
+    stage: str | None
+    message: str | None
+    data: dict[str, Any]
+
+
+async def progress(pool: asyncpg.Pool, reports: list[Report]) -> list[Event | None]:
+    """Record items' progress and their tasks' overall percent, an event for each report, in one
+    call (migration 0009); None for a report whose lease is no longer its owner's. Sort the
+    reports by task first: two calls then lock their tasks in the same order."""
+    stored = await pool.fetchval(
+        "SELECT longtask_progress($1, $2, $3, $4, $5, $6)",
+        [r.item_id for r in reports], [r.owner for r in reports],
+        [r.percent for r in reports], [r.stage for r in reports],
+        [r.message for r in reports], [r.data for r in reports])
+    return [Event(e["task_id"], e["seq"], e["type"], e["data"]) if e else None for e in stored]
 
 
 async def save_checkpoint(pool: asyncpg.Pool, item_id: str, owner: str,
@@ -130,14 +119,6 @@ async def save_stream(pool: asyncpg.Pool, item_id: str, owner: str,
         "UPDATE task_items SET stream = $3 WHERE id = $1 AND lease_owner = $2"
         " AND status = 'running' RETURNING 1", item_id, owner, stream)
     return done is not None
-
-
-async def streams(pool: asyncpg.Pool, tenant: str, task_id: str) -> dict[int, dict[str, Any]]:
-    """The streamed text so far of the task's items that have some, by item index."""
-    rows = await pool.fetch(
-        "SELECT idx, stream FROM task_items WHERE task_id = $1 AND tenant = $2"
-        " AND stream IS NOT NULL ORDER BY idx", task_id, tenant)
-    return {r["idx"]: r["stream"] for r in rows}
 
 
 async def retry_later(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, delay: float,
