@@ -145,6 +145,15 @@ class Stack:
             " WHERE datname = current_database()")
         return dict(row)
 
+    async def analyze(self) -> None:
+        """Table statistics for what the bench has made, as autovacuum gives them a running
+        deployment within a minute or so. Without them, each connection's cached plans are
+        the ones made for near-empty tables (a seq scan of `tasks` per progress event, a scan of
+        every running item per heartbeat) until autovacuum gets round to the tables; ANALYZE
+        also makes every session plan its prepared statements again."""
+        assert self.pool is not None
+        await self.pool.execute("ANALYZE tasks, task_items, task_events")
+
     async def wait_tasks_done(self, ids: list[str], timeout: float) -> float:
         """Wait until every task in `ids` is terminal; the monotonic time it was seen so."""
         assert self.pool is not None

@@ -128,6 +128,7 @@ async def run(report: Report, tasks: int, streams: str, window_seconds: float) -
                 == tasks
 
         await wait_for(all_running, 120, f"{tasks} emitting tasks to run", interval=0.5)
+        await stack.analyze()
         await asyncio.sleep(3)
         idle = await window(stack, window_seconds, web.pid)
         rss_idle = proc_status(web.pid, "VmRSS")

@@ -69,6 +69,7 @@ async def run(report: Report, tasks: int, concurrency: int) -> None:
         web = await stack.web("web", LONGTASK_QUEUE=full_queue)
         ids: list[str] = []
         await post_tasks(web.url, stack.key, 50, tasks, ids=ids)
+        await stack.analyze()  # the worker's plans are made for the tables as they are
         redis_before, pg_before = await redis_commands(arq), await stack.pg_counters()
         await stack.workers(1, "worker", LONGTASK_QUEUE=full_queue, **workers_env)
         await stack.wait_tasks_done(ids, timeout=1200)

@@ -66,6 +66,7 @@ async def run(report: Report, clients: int, requests: int) -> None:
         web = await stack.web("web", LONGTASK_QUEUE="bench:submit")
         arq = await queue.connect(stack.redis_url)
         await post_tasks(web.url, stack.key, clients, min(200, requests))  # warm up
+        await stack.analyze()
 
         async def bare(n: int) -> object:
             return await arq.enqueue_job(queue.RUN_ITEM, str(uuid.uuid4()),
