@@ -205,6 +205,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_process(stack: Stack, named: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process, by Postgres (all its processes), by Redis,
+    and by this one (the bench's own client side)."""
+    postgres = stack.postgres.running_pid()
+    redis = stack.redis_server.process
+    return {
+        **{name: cpu_seconds(pid) for name, pid in named.items()},
+        "postgres": sum(map(cpu_seconds, [postgres, *descendants(postgres)])) if postgres else 0,
+        "redis": cpu_seconds(redis.pid) if redis is not None else 0.0,
+        "bench client": cpu_seconds(os.getpid()),
+    }
+
+
 def descendants(pid: int) -> list[int]:
     """Child processes of `pid`, recursively (parser and embedding processes of a worker)."""
     found: list[int] = []

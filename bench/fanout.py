@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from bench._report import Report, cli
-from bench._stack import Stack, cpu_seconds, percentile, proc_status, raise_fd_limit
+from bench._stack import Stack, cpu_by_process, percentile, proc_status, raise_fd_limit
 from bench.submit import post_tasks
 from tests.support import wait_for
 
@@ -94,17 +94,27 @@ async def open_streams(port: int, key: str, ids: list[str], count: int,
     return sum(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def window(stack: Stack, seconds: float, web_pid: int) -> dict[str, float]:
-    """Per-second Postgres counters and web CPU over `seconds`; the latencies seen meanwhile."""
+async def window(stack: Stack, seconds: float, pids: dict[str, int]) -> dict[str, float]:
+    """Per-second Postgres counters and CPU of each process over `seconds` (web_cpu, worker_cpu,
+    ...: cores busy); the latencies seen meanwhile."""
     Stream.latencies = []
-    before = {**await stack.pg_counters(), "web_cpu": cpu_seconds(web_pid)}
+
+    def cpu() -> dict[str, float]:
+        return {f"{name}_cpu": used for name, used in cpu_by_process(stack, pids).items()}
+
+    before = {**await stack.pg_counters(), **cpu()}
     Stream.recording = True
     started = time.monotonic()
     await asyncio.sleep(seconds)
     Stream.recording = False
     elapsed = time.monotonic() - started
-    after = {**await stack.pg_counters(), "web_cpu": cpu_seconds(web_pid)}
+    after = {**await stack.pg_counters(), **cpu()}
     return {k: (after[k] - before[k]) / elapsed for k in before}
+
+
+def cores_busy(counters: dict[str, float]) -> dict[str, float]:
+    """The per-process part of a window: process -> cores it kept busy."""
+    return {k.removesuffix("_cpu"): v for k, v in counters.items() if k.endswith("_cpu")}
 
 
 async def run(report: Report, tasks: int, streams: str, window_seconds: float) -> None:
@@ -116,8 +126,9 @@ async def run(report: Report, tasks: int, streams: str, window_seconds: float) -
     async with Stack() as stack:
         assert stack.pool is not None
         web = await stack.web("web")
-        await stack.workers(1, "worker", LONGTASK_WORKER_CONCURRENCY=str(tasks + 16),
-                            LONGTASK_DB_POOL_MAX="20")
+        worker = (await stack.workers(1, "worker", LONGTASK_WORKER_CONCURRENCY=str(tasks + 16),
+                                      LONGTASK_DB_POOL_MAX="20"))[0]
+        pids = {"web": web.pid, "worker": worker.pid}
         ids: list[str] = []
         await post_tasks(web.url, stack.key, 50, tasks, kind="bench.emit", ids=ids,
                          params={"events": 1_000_000, "interval": 1.0})
@@ -130,7 +141,7 @@ async def run(report: Report, tasks: int, streams: str, window_seconds: float) -
         await wait_for(all_running, 120, f"{tasks} emitting tasks to run", interval=0.5)
         await stack.analyze()
         await asyncio.sleep(3)
-        idle = await window(stack, window_seconds, web.pid)
+        idle = await window(stack, window_seconds, pids)
         rss_idle = proc_status(web.pid, "VmRSS")
         report.add("Postgres xact/s, no streams", idle["xact_commit"], "xact/s")
         for size in sizes:
@@ -153,12 +164,20 @@ async def run(report: Report, tasks: int, streams: str, window_seconds: float) -
                 report.note(f"{size:,} streams: only {opened:,} were open {connect:.0f} s after "
                             f"the first (each may take 60 s, all {OPEN_SECONDS} s); this size and "
                             "larger ones were left out")
+                # what the machine was doing with those open (no new ones opening)
+                stuck = await window(stack, window_seconds, pids)
+                busy = cores_busy(stuck)
+                report.note(f"with those {opened:,} open: delivery p99 "
+                            f"{percentile(Stream.latencies, 99) * 1000:,.0f} ms, "
+                            f"{len(Stream.latencies) / window_seconds:,.0f} events/s received "
+                            f"(~{opened:,}/s sent), cores busy {sum(busy.values()):.2f}: " +
+                            ", ".join(f"{name} {used:.2f}" for name, used in busy.items()))
                 for transport in transports:
                     transport.abort()
                 break
             await asyncio.sleep(2)  # the replay of each stream's history is over
             rss_open = proc_status(web.pid, "VmRSS")
-            counters = await window(stack, window_seconds, web.pid)
+            counters = await window(stack, window_seconds, pids)
             lat = Stream.latencies
             p99 = percentile(lat, 99) * 1000
             expected = size * window_seconds
@@ -178,6 +197,12 @@ async def run(report: Report, tasks: int, streams: str, window_seconds: float) -
                        "% of a core", baseline=100 * idle["web_cpu"], baseline_name="no streams")
             report.add(f"{size:,} streams: Postgres tuples read/s", counters["tup_returned"],
                        "tup/s", baseline=idle["tup_returned"], baseline_name="no streams")
+            busy = cores_busy(counters)
+            report.add(f"{size:,} streams: the machine's cores busy", sum(busy.values()),
+                       "cores", baseline=sum(cores_busy(idle).values()),
+                       baseline_name="no streams")
+            report.note(f"{size:,} streams, cores busy by process: " + ", ".join(
+                f"{name} {used:.2f}" for name, used in busy.items()))
             report.note(f"{size:,} streams opened in {connect:.1f} s "
                         f"({size / connect:,.0f}/s); web RSS {rss_open / 2**20:,.0f} MiB open")
             for transport in transports:
