@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 
 import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from longtask.events import Outbox
 from longtask.store import items as item_store
@@ -42,7 +43,7 @@ class ProgressWriter:
                      for _ in range(min(self._batch, len(self._pending)))]
             batch.sort(key=lambda pair: pair[0].task_id)  # tasks locked in one order
             try:
-                events = await item_store.progress(self._pool, [report for report, _ in batch])
+                events = await self._store([report for report, _ in batch])
             except asyncio.CancelledError:
                 for _, done in batch:
                     done.cancel()
@@ -56,3 +57,15 @@ class ProgressWriter:
             for (_, done), event in zip(batch, events, strict=True):
                 if not done.done():
                     done.set_result(event)
+
+    async def _store(self, reports: list[Report]) -> list[Event | None]:
+        # Postgres breaks a lock cycle by aborting one transaction, and nothing of it is written:
+        # a batch locks each task before its item, and a transaction that locks an item before
+        # its task (the reaper taking back an item whose late owner still reports, a finish) can
+        # close a cycle with it. Rare, and the batch is simply written again.
+        async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(asyncpg.DeadlockDetectedError),
+                stop=stop_after_attempt(3), reraise=True):
+            with attempt:
+                return await item_store.progress(self._pool, reports)
+        raise AssertionError("unreachable: the last attempt returns or raises")

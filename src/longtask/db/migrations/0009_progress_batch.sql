@@ -1,6 +1,6 @@
 -- Progress reports of many running items in one call (one round trip, one commit): a worker
--- running hundreds of items that each report several times a second spent most of its time,
--- and Postgres most of its commits, on one statement per report.
+-- running hundreds of items that report often made a round trip, and Postgres a commit, per
+-- report.
 --
 -- Element n of the arrays is one report: item, lease owner, percent, stage (NULL keeps the
 -- item's), message, extra event data. The result is a jsonb array in the same order: the event
