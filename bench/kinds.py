@@ -31,5 +31,6 @@ async def emit(ctx: longtask.JobContext, params: dict[str, Any]) -> dict[str, An
 @longtask.kind("bench.llm", items=lambda params: params["items"])
 async def llm(ctx: longtask.JobContext, item: Any) -> dict[str, Any]:
     """One chat completion per item, through the project's own LLM client."""
-    summary = await llm_of_worker.summariser(ctx).summarise(f"item {item}: a short text for the model to summarise.")
+    summariser = llm_of_worker.summariser(ctx)
+    summary = await summariser.summarise(f"item {item}: a short text for the model to summarise.")
     return {"method": summary.method}
