@@ -1,8 +1,8 @@
 """The worker process: `arq worker.WorkerSettings`."""
 
-from longtask.jobs.worker import worker_settings
-from longtask.logs import configure_logging
-from longtask.settings import Settings
+from longtask.worker.main import worker_settings
+from longtask.obs.logs import configure_logging
+from longtask.config import Settings
 
 configure_logging()
 WorkerSettings = worker_settings(Settings.from_env())

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from longtask.db import create_pool  # noqa: E402
 from longtask.db.migrate import migrate  # noqa: E402
-from longtask.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from longtask.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 from longtask.store import api_keys  # noqa: E402
 from tests.support import Proc, Web, Worker, service_env, wait_for  # noqa: E402
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from arq.worker import func
 
-from longtask import queue
+from longtask.broker import queue
 
 
 async def noop(ctx: dict[str, Any], *args: Any) -> None:

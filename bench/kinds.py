@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import longtask
-from longtask.jobs import llm as llm_of_worker
+from longtask.kinds import llm as llm_of_worker
 
 
 @longtask.kind("bench.emit")

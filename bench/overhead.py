@@ -22,7 +22,7 @@ from arq.jobs import deserialize_result
 from bench._report import Report, cli
 from bench._stack import Stack
 from bench.submit import hammer, post_tasks
-from longtask import queue
+from longtask.broker import queue
 from tests.support import wait_for
 
 

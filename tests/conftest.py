@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from longtask.db import create_pool
 from longtask.db.migrate import migrate
-from longtask.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from longtask.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from longtask.store import api_keys
 from tests.support import Web, Worker, service_env, wait_for
 

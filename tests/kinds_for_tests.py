@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import longtask
-from longtask.errors import PermanentError, TransientError
+from longtask.core.errors import PermanentError, TransientError
 
 
 @longtask.kind("test.echo")

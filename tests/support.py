@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from longtask import redis_keys
-from longtask.embedded import free_port
+from longtask.broker import keys as redis_keys
+from longtask.dev.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

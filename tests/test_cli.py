@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from longtask import client_args
-from longtask.jobs import agent
+from longtask.client import args as client_args
+from longtask.kinds import agent
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of

@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from longtask.client import AsyncClient, Client
-from longtask.client_errors import (ConnectionFailed, Conflict, InvalidRequest, NotFound,
+from longtask.client.errors import (ConnectionFailed, Conflict, InvalidRequest, NotFound,
                                     Unauthorized, WaitTimeout)
-from longtask.client_models import Event
-from longtask.embedded import free_port
+from longtask.client.models import Event
+from longtask.dev.embedded import free_port
 from tests.conftest import Tenant
 from tests.support import ROOT, CuttableProxy, Web, Worker, sse_events, wait_for
 

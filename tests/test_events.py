@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from longtask.events import RESYNC, Hub, publish
+from longtask.broker.events import RESYNC, Hub, publish
 from longtask.store.events import Event
 from tests.support import wait_for
 

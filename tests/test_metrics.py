@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from longtask.embedded import free_port
+from longtask.dev.embedded import free_port
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services, Tenant
 from tests.jobs.test_ingest import ingest, sample_files

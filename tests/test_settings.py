@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from longtask.errors import ConfigError
-from longtask.queue import redis_settings
-from longtask.settings import Settings
+from longtask.core.errors import ConfigError
+from longtask.broker.queue import redis_settings
+from longtask.config import Settings
 
 
 def test_defaults_and_values() -> None:

@@ -1,7 +1,7 @@
 """longtask: background jobs for AI-agent work, with live progress and nothing lost."""
 
-from longtask.errors import JobCanceled, PermanentError, TransientError
-from longtask.jobs.context import JobContext
-from longtask.kinds import Kind, kind
+from longtask.core.errors import JobCanceled, PermanentError, TransientError
+from longtask.worker.context import JobContext
+from longtask.core.kinds import Kind, kind
 
 __all__ = ["JobCanceled", "JobContext", "Kind", "PermanentError", "TransientError", "kind"]

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import httpx
 
-from longtask import client_cli, embedded
+from longtask.client import cli as client_cli
+from longtask.dev import embedded
 from longtask.db import create_pool
 from longtask.db.migrate import migrate
-from longtask.errors import ConfigError
-from longtask.settings import Settings
+from longtask.core.errors import ConfigError
+from longtask.config import Settings
 from longtask.store import api_keys
 
 DEV_TENANT = "dev"

@@ -9,7 +9,7 @@ import uuid
 import httpx
 from redis.asyncio import Redis
 
-from longtask.settings import Settings
+from longtask.config import Settings
 from tests.conftest import Tenant
 from tests.support import Web, Worker, sse_events, task_status, wait_for, wait_status
 

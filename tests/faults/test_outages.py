@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from longtask import queue
+from longtask.broker import queue
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.faults.test_worker_crash import assert_exactly_once, batch

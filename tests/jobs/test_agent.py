@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 from httpx_sse import aconnect_sse
 
-from longtask.client_async import AsyncClient
+from longtask.client.aio import AsyncClient
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of
 from tests.support import fake_providers, wait_for, wait_status

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from longtask.errors import PermanentError
+from longtask.core.errors import PermanentError
 from longtask.pipeline.chat import ChatClient
 from longtask.pipeline.embed import HttpEmbedder
 from longtask.pipeline.llm import ChatSummariser, extractive_summary

@@ -7,8 +7,8 @@ import asyncio
 import asyncpg
 from redis.asyncio import Redis
 
-from longtask.events import Outbox
-from longtask.jobs.progress import ProgressWriter
+from longtask.broker.events import Outbox
+from longtask.worker.progress import ProgressWriter
 from longtask.store import items as item_store
 from longtask.store import tasks as task_store
 from longtask.store.items import Report

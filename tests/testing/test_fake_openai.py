@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from longtask.embedded import free_port
+from longtask.dev.embedded import free_port
 from longtask.testing.fake_openai import CHAT, EMBEDDINGS, FakeOpenAI
 from tests.support import wait_for
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from longtask.errors import ConfigError
+from longtask.core.errors import ConfigError
 
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from longtask.errors import TransientError
+from longtask.core.errors import TransientError
 from longtask.pipeline.http import MAX_RETRY_AFTER, check, transport_error, with_retries
 
 OnDelta = Callable[[str], Awaitable[None]]

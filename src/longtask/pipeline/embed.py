@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from longtask.errors import PermanentError
+from longtask.core.errors import PermanentError
 from longtask.pipeline.http import check, transport_error, with_retries
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"

@@ -21,7 +21,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from longtask.errors import PermanentError, TransientError
+from longtask.core.errors import PermanentError, TransientError
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from longtask.errors import PermanentError, TransientError
+from longtask.core.errors import PermanentError, TransientError
 
 PDF_MAGIC = b"%PDF-"
 MAX_PAGE_CHARS = 200_000  # a page with more text than this is cut (decompression bombs)

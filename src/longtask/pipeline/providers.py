@@ -7,7 +7,7 @@ import httpx
 from longtask.pipeline.chat import ChatClient, Throttle
 from longtask.pipeline.embed import Embedder, HttpEmbedder, LocalEmbedder
 from longtask.pipeline.llm import ChatSummariser, ExtractiveSummariser, Summariser
-from longtask.settings import Settings
+from longtask.config import Settings
 
 
 def chat(settings: Settings, http: httpx.AsyncClient,

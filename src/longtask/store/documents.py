@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from longtask.errors import NotFound
+from longtask.core.errors import NotFound
 
 _MAX_DIM = 16000
 

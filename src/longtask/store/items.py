@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from longtask.redis_keys import item_job_id
+from longtask.broker.keys import item_job_id
 from longtask.store import events
 from longtask.store.events import Event
 

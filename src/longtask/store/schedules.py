@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from longtask.db import transaction
-from longtask.errors import NotFound, TooManyRequests
+from longtask.core.errors import NotFound, TooManyRequests
 
 
 @dataclass(frozen=True)

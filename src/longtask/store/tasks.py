@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 
 from longtask.db import transaction
-from longtask.settings import DEFAULT_QUEUE
-from longtask.errors import Conflict, NotFound, TooManyRequests
-from longtask.redis_keys import item_job_id
+from longtask.config import DEFAULT_QUEUE
+from longtask.core.errors import Conflict, NotFound, TooManyRequests
+from longtask.broker.keys import item_job_id
 from longtask.store.events import TERMINAL, Event, insert_at
 from longtask.store.items import PendingJob
 

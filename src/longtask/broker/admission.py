@@ -1,0 +1,85 @@
+"""Backpressure at the door: a per-tenant request rate (429) and a global queue-depth cap (503),
+both answered with `Retry-After`. The per-tenant cap on open tasks lives with the task rows
+(`store.tasks`), where it can be counted in the same transaction.
+
+Both checks here need Redis. If Redis is away they let the request through: Postgres is the
+record, and a task accepted now is enqueued by the reconciler once Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from arq import ArqRedis
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.exceptions import RedisError
+
+from longtask.broker import keys as redis_keys
+from longtask.core.errors import TooManyRequests, Unavailable
+from longtask.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_FULL_RETRY_AFTER = 30  # seconds: a backlog of this size takes a while to drain
+DEPTH_FRESH_SECONDS = 0.5  # a queue depth read this recently is reused while far from the cap
+
+
+class Admission:
+    """One per web process; shares the ARQ Redis connection pool."""
+
+    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+        self._redis = redis
+        self._queue = settings.queue_name
+        self._max_depth = settings.max_queue_depth
+        self._rates: list[RateLimitItem] = parse_many(settings.rate_limit) \
+            if settings.rate_limit else []
+        storage = RedisStorage("async+redis://", implementation="redispy",
+                               key_prefix=redis_keys.RATE_LIMIT_PREFIX,
+                               connection_pool=redis.connection_pool)
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self._depth = 0  # the queue depth last read, plus what this process enqueued since
+        self._depth_read_at = -math.inf
+
+    async def request(self, tenant: str) -> None:
+        """Count one request of `tenant`; TooManyRequests past its rate."""
+        for rate in self._rates:
+            try:
+                allowed = await self._limiter.hit(rate, tenant)
+                if allowed:
+                    continue
+                reset = (await self._limiter.get_window_stats(rate, tenant)).reset_time
+            except (RedisError, OSError) as exc:
+                log.warning("rate limit not checked, Redis is away: %s", exc)
+                return
+            wait = max(1, math.ceil(reset - time.time()))
+            raise TooManyRequests(f"over the rate limit of {rate} for this tenant; "
+                                  f"retry in {wait}s", code="rate_limited",
+                                  headers={"Retry-After": str(wait)})
+
+    async def room_in_queue(self) -> None:
+        """Unavailable while the shared queue holds LONGTASK_MAX_QUEUE_DEPTH jobs or more.
+
+        Far from the cap (under half of it), a depth read in the last half second, plus this
+        process's own jobs since, stands in for reading it again: a submit then costs no Redis
+        round trip for it. Near the cap it is read every time, so the cap holds exactly there.
+        """
+        stale = time.monotonic() - self._depth_read_at > DEPTH_FRESH_SECONDS
+        if stale or self._depth * 2 >= self._max_depth:
+            try:
+                self._depth = int(await self._redis.zcard(self._queue))
+            except (RedisError, OSError) as exc:
+                log.warning("queue depth not checked, Redis is away: %s", exc)
+                return
+            self._depth_read_at = time.monotonic()
+        if self._depth >= self._max_depth:
+            raise Unavailable(f"the queue is full ({self._depth} jobs waiting); try again later",
+                              code="queue_full",
+                              headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)})
+
+    def enqueued(self, jobs: int) -> None:
+        """Count jobs this process has just put on the queue."""
+        self._depth += jobs

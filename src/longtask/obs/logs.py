@@ -1,0 +1,104 @@
+"""Logging set-up for the web and worker processes: one line per record, level from LOG_LEVEL.
+
+LOG_FORMAT=text (the default) is for people; LOG_FORMAT=json writes one JSON object per line
+(time, level, logger, message, and request_id / task_id / item_id when known, exc for a
+traceback) for a log pipeline. The ids come from context variables: the request-id middleware
+sets request_id, the runner task_id and item_id around an item's run. Stream tokens and bearer
+keys are masked in both formats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from longtask.core.errors import ConfigError
+
+IDS = ("request_id", "task_id", "item_id")
+_VARS: dict[str, ContextVar[str | None]] = {
+    name: ContextVar(f"longtask_{name}", default=None) for name in IDS}
+_SECRETS = re.compile(r"(?i)([?&](?:token|key|api_key)=|bearer\s+)[^\s&\"']+")
+_UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def configure_logging(environ: Mapping[str, str] | None = None) -> None:
+    env = os.environ if environ is None else environ
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    level = level if level in logging.getLevelNamesMapping() else "INFO"
+    style = env.get("LOG_FORMAT", "text").strip().lower() or "text"
+    if style not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT={style!r}: must be text or json")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if style == "json" else
+                         TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("arq").setLevel(level)
+    if style == "json":
+        adopt(*_UVICORN)  # uvicorn set up its own plain handlers before it imported the app
+
+
+def adopt(*names: str) -> None:
+    """In JSON mode, send these loggers' records through the root handler only (servers that
+    install their own plain handlers: uvicorn, arq); in text mode, leave them as they are."""
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+        return
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+@contextmanager
+def context(**ids: str) -> Iterator[None]:
+    """Log records made inside carry these ids (any of IDS)."""
+    tokens = [(_VARS[name], _VARS[name].set(value)) for name, value in ids.items()]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def current(name: str) -> str | None:
+    """The id `name` (one of IDS) of what runs now, if any."""
+    return _VARS[name].get()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask(record.getMessage()),
+        }
+        for name in IDS:  # a LoggerAdapter's extra wins over the context
+            value = getattr(record, name, None) or _VARS[name].get()
+            if value:
+                entry[name] = str(value)
+        if record.exc_info:
+            entry["exc"] = mask(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exc"] = mask(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def mask(text: str) -> str:
+    """`text` with stream tokens and bearer keys replaced by `***`."""
+    return _SECRETS.sub(r"\1***", text)

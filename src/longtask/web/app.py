@@ -1,0 +1,125 @@
+"""The Starlette app: a flat route list, a lifespan that yields the shared services, and one
+handler that renders every error as {"error": code, "detail": ...}."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from longtask.dev import embedded
+from longtask.broker import queue
+from longtask.web import openapi, request_id
+from longtask.web.routes import dashboard, documents, ops, schedules, sockets, stream, tasks
+from longtask.broker.admission import Admission
+from longtask.web.common import KeyCache
+from longtask.web.instrument import HttpMetrics
+from longtask.db import create_pool
+from longtask.broker.embed_rpc import RemoteEmbedder
+from longtask.core.errors import ApiError
+from longtask.broker.events import Hub
+from longtask.core.kinds import Registry
+from longtask.obs.metrics import WebMetrics
+from longtask.service.outages import DEPENDENCY_ERRORS
+from longtask.pipeline import providers
+from longtask.config import Settings
+from longtask.store import meta
+
+log = logging.getLogger(__name__)
+
+
+
+def create_app(settings: Settings) -> Starlette:
+    registry = Registry.from_modules(settings.kinds)
+    described = openapi.spec(registry)
+    metrics = WebMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        resolved = await asyncio.to_thread(embedded.resolve, settings)
+        assert resolved.database_url and resolved.redis_url
+        pool = await create_pool(resolved.database_url, min_size=resolved.db_pool_min,
+                                 max_size=resolved.db_pool_max)
+        arq = await queue.connect(resolved.redis_url)
+        hub = Hub(arq)
+        await hub.start()
+        http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        query_embedder = (providers.embedder(resolved, http) if resolved.embed_url
+                          else RemoteEmbedder(arq, resolved.embed_model))
+        try:
+            yield {
+                "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
+                "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
+                "admission": Admission(resolved, arq), "openapi": described,
+                "query_embedder": query_embedder, "metrics": metrics,
+            }
+        finally:
+            await http.aclose()
+            await hub.stop()
+            await arq.aclose()
+            await pool.close()
+
+    # the request id outermost: every answer carries it, the ones of the middleware below too
+    middleware = [Middleware(request_id.RequestId), Middleware(HttpMetrics, metrics=metrics)]
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            # keys travel in the Authorization header, never in cookies: no credentials mode
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed",
+                            request_id.HEADER], max_age=600,
+        ))
+    return Starlette(
+        routes=[*tasks.routes, *stream.routes, *sockets.routes, *schedules.routes,
+                *documents.routes, *ops.routes, *openapi.routes, *dashboard.routes],
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            # a dependency that is down is the service's trouble, not the client's: 503
+            **{exc: _unavailable for exc in DEPENDENCY_ERRORS},
+            Exception: _internal,
+        },
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status_code, exc.code, exc.detail, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, exc.detail, dict(exc.headers or {}))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: a dependency is unavailable: %r", request.method, request.url.path, exc)
+    return _error(503, "unavailable", "a backing service (Postgres or Redis) is not reachable; "
+                  "try again shortly", {"Retry-After": "2"})
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    # answered outside the middleware (Starlette's outermost layer): the id comes from the scope
+    ident = request_id.of(request.scope)
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc,
+                  extra={"request_id": ident})
+    return _error(500, "internal_error", "an unexpected error; it has been logged",
+                  {request_id.HEADER: ident} if ident else {})
+
+
+def _error(status: int, code: str, detail: Any, headers: dict[str, str]) -> Response:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)

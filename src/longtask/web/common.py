@@ -1,0 +1,113 @@
+"""What every route needs: the tenant behind a key, a JSON body, ids and query values."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from starlette.requests import HTTPConnection, Request
+
+from longtask.core import tokens
+from longtask.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
+from longtask.store import api_keys
+
+_KEY_CACHE_SECONDS = 10.0  # a revoked key keeps working this long at most
+
+
+class KeyCache:
+    """Key -> tenant, looked up in Postgres and kept briefly, so a submit costs no extra query."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._cache: dict[bytes, tuple[str | None, float]] = {}
+
+    async def tenant(self, key: str) -> str | None:
+        digest = api_keys.hash_key(key)
+        hit = self._cache.get(digest)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        tenant = await api_keys.tenant_for(self._pool, key)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (tenant, now + _KEY_CACHE_SECONDS)
+        return tenant
+
+
+async def authenticate(request: HTTPConnection) -> str:
+    """The tenant of the request's `Authorization: Bearer <key>`, counted against its rate."""
+    key = _bearer(request)
+    if key is None:
+        raise Unauthorized("send `Authorization: Bearer <key>`; make a key with "
+                           "`longtask keys create --tenant NAME`", code="missing_key")
+    tenant = await request.state.keys.tenant(key)
+    if tenant is None:
+        raise Unauthorized("this API key is unknown or revoked", code="invalid_key")
+    await request.state.admission.request(tenant)
+    return str(tenant)
+
+
+async def authenticate_stream(request: HTTPConnection, task_id: str) -> str:
+    """A Bearer key, or a stream token for this very task (browsers' EventSource and
+    WebSocket, which cannot send headers)."""
+    token = request.query_params.get("token")
+    if token is None or _bearer(request) is not None:
+        return await authenticate(request)
+    tenant = tokens.verify(request.state.secret, token, task_id)
+    if tenant is None:
+        raise Unauthorized("this stream token is invalid, expired or for another task",
+                           code="invalid_token")
+    await request.state.admission.request(tenant)
+    return tenant
+
+
+def task_id(request: HTTPConnection) -> str:
+    """The `{id}` path value of a task route, normalised."""
+    return uuid_value(request.path_params["id"], "task")
+
+
+def uuid_value(raw: str, what: str) -> str:
+    """An id, normalised; anything that is not a UUID is simply not found."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound(f"no {what} {raw[:100]!r}") from None
+
+
+async def json_body(request: Request, max_bytes: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the body is over {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"the body is over {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}"[:300], code="invalid_json") from None
+
+
+def int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"`{name}` must be a whole number", code="invalid_query") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"`{name}` must be between {low} and {high}", code="invalid_query")
+    return value
+
+
+def _bearer(request: HTTPConnection) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

@@ -1,0 +1,201 @@
+"""GET /openapi.json: the API described as OpenAPI 3.1, with the submittable kinds of this very
+deployment. tests/api/test_openapi.py checks that it names every route and fuzzes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from longtask.web.schemas import SCHEMAS, STATUSES, ref
+from longtask.core.kinds import Registry
+
+_ERRORS = {
+    "400": "malformed request", "401": "missing or unknown key", "404": "not found (also "
+    "another tenant's)", "409": "not in a state for this", "413": "body too large",
+    "422": "well-formed but not acceptable", "429": "over a tenant limit; see Retry-After",
+    "503": "a backing service is away or the queue is full; see Retry-After",
+}
+
+
+def spec(registry: Registry) -> dict[str, Any]:
+    """The whole document; `registry` gives the kinds a client may submit."""
+    kinds = [name for name in registry.names() if (k := registry.get(name)) and k.public]
+    task_id = _path_id("task")
+    document_id = _path_id("document")
+    paths: dict[str, Any] = {
+        "/tasks": {
+            "post": _op("Submit a task", ["400", "401", "413", "422", "429", "503"], body={
+                "type": "object", "required": ["kind"], "properties": {
+                    "kind": {"type": "string", "enum": kinds},
+                    "params": {"description": "the kind's input, any JSON"},
+                    "deadline_seconds": {"type": "number", "exclusiveMinimum": 0,
+                                         "maximum": 2_592_000},
+                    "run_at": {"type": "string", "format": "date-time", "description":
+                               "not before this (with a timezone; up to 30 days ahead)"},
+                    "delay": {"type": "number", "minimum": 0, "maximum": 2_592_000,
+                              "description": "or: not before this many seconds from now"}}},
+                ok={"202": ("accepted; it runs in the background", ref("Task"))},
+                parameters=[_header("Idempotency-Key", "a repeat returns the same task")]),
+            "get": _op("List tasks, newest first", ["400", "401", "429"], parameters=[
+                _query("status", {"type": "string", "enum": STATUSES}),
+                _query("kind", {"type": "string"}),
+                _query("schedule_id", {"type": "string", "format": "uuid"}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                _query("cursor", {"type": "string"})],
+                ok={"200": ("a page", ref("TaskPage"))}),
+        },
+        "/tasks/{id}": {
+            "get": _op("A task with its items", ["401", "404", "429"], parameters=[task_id],
+                       ok={"200": ("the task", ref("TaskWithItems"))}),
+            "delete": _op("Delete an ended task", ["401", "404", "409", "429"],
+                          parameters=[task_id], ok={"204": ("deleted", None)}),
+        },
+        "/tasks/{id}/cancel": {"post": _op(
+            "Cancel a task", ["401", "404", "409", "429"], parameters=[task_id],
+            ok={"200": ("canceled (also if it was already)", ref("Task"))})},
+        "/tasks/{id}/retry": {"post": _op(
+            "Run an ended task's failed items again, as a new task",
+            ["401", "404", "409", "429", "503"], parameters=[task_id],
+            ok={"202": ("the new task", ref("Task"))})},
+        "/tasks/{id}/stream-token": {"post": _op(
+            "A short-lived token for the event stream (browsers' EventSource)",
+            ["401", "404", "429"], parameters=[task_id],
+            ok={"200": ("the token", ref("StreamToken"))})},
+        "/tasks/{id}/events": {"get": _op(
+            "Server-Sent Events: the history after Last-Event-ID (or `after`), then live; "
+            "`id:` is the event's sequence number; closes after the task's end. The same "
+            "events come over a WebSocket at /tasks/{id}/ws (see the README)",
+            ["400", "401", "404", "429"], parameters=[
+                task_id, _query("after", {"type": "integer", "minimum": 0}),
+                _query("token", {"type": "string"}),
+                _header("Last-Event-ID", "resume after this sequence number")],
+            ok={"200": ("the stream", {"type": "string"}, "text/event-stream"),
+                "204": ("the task has ended and nothing is left to send", None)})},
+        **_schedule_paths(kinds),
+        "/documents": {
+            "post": _op("Upload PDFs: one ingest item per file", [
+                "400", "401", "413", "422", "429", "503"], body={
+                    "type": "object", "required": ["files"], "properties": {
+                        "files": {"type": "array", "items": {
+                            "type": "string", "format": "binary"}},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                        "reindex": {"type": "string", "enum": ["true", "false"]}}},
+                body_type="multipart/form-data",
+                ok={"202": ("the ingest task", ref("UploadAccepted"))}),
+            "get": _op("List documents", ["400", "401", "429"], parameters=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                _query("cursor", {"type": "string"})],
+                ok={"200": ("a page", ref("DocumentPage"))}),
+        },
+        "/documents/{id}": {
+            "get": _op("A document with its page texts and chunks", ["401", "404", "429"],
+                       parameters=[document_id],
+                       ok={"200": ("the document", ref("DocumentDetail"))}),
+            "delete": _op("Delete a document and its chunks", ["401", "404", "429"],
+                          parameters=[document_id], ok={"204": ("deleted", None)}),
+        },
+        "/search": {"get": _op("The chunks nearest a query", ["400", "401", "404", "429", "503"],
+                               parameters=[
+            _query("q", {"type": "string", "minLength": 1, "maxLength": 2000}, required=True),
+            _query("k", {"type": "integer", "minimum": 1, "maximum": 50}),
+            _query("document_id", {"type": "string", "format": "uuid"})],
+            ok={"200": ("the hits, best first", ref("SearchResults"))})},
+        "/stats": {"get": _op("The tenant's tasks by status and kind, queue and workers",
+                              ["401", "429"], ok={"200": ("figures", ref("Stats"))})},
+        "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
+            "200": _response("the process is up", ref("Health"))}}},
+        "/ready": {"get": {"summary": "Readiness: Postgres, Redis, a worker", "security": [],
+                           "responses": {"200": _response("ready", ref("Ready")),
+                                         "503": _response("not ready", ref("Ready"))}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics, all tenants", "security": [],
+                             "responses": {"200": _response("the text exposition format",
+                                                            {"type": "string"}, "text/plain")}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
+            "200": _response("OpenAPI 3.1", {"type": "object"})}}},
+    }
+    return {"openapi": "3.1.0",
+            "info": {"title": "longtask", "version": "0.1.0",
+                     "description": "Background jobs for AI-agent work, with live progress."},
+            "paths": paths,
+            "components": {"schemas": SCHEMAS, "securitySchemes": {
+                "key": {"type": "http", "scheme": "bearer",
+                        "description": "`longtask keys create --tenant NAME`"}}},
+            "security": [{"key": []}]}
+
+
+def _schedule_paths(kinds: list[str]) -> dict[str, Any]:
+    schedule_id = _path_id("schedule")
+
+    def state_change(summary: str) -> dict[str, Any]:
+        return {"post": _op(summary, ["401", "404", "429"], parameters=[schedule_id],
+                            ok={"200": ("the schedule", ref("Schedule"))})}
+
+    return {
+        "/schedules": {
+            "post": _op("Create a recurring task", ["400", "401", "413", "422", "429"], body={
+                "type": "object", "required": ["kind", "cron"], "properties": {
+                    "kind": {"type": "string", "enum": kinds},
+                    "params": {"description": "each firing's task gets these params"},
+                    "cron": {"type": "string", "maxLength": 200, "description":
+                             "UTC; 5 fields, or 6 with seconds first (`*/10 * * * * *`)"}}},
+                ok={"201": ("created", ref("Schedule"))}),
+            "get": _op("List schedules, newest first", ["400", "401", "429"], parameters=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                _query("cursor", {"type": "string"})],
+                ok={"200": ("a page", ref("SchedulePage"))}),
+        },
+        "/schedules/{id}": {
+            "get": _op("A schedule, with its next firing", ["401", "404", "429"],
+                       parameters=[schedule_id], ok={"200": ("the schedule", ref("Schedule"))}),
+            "delete": _op("Delete a schedule (its tasks stay)", ["401", "404", "429"],
+                          parameters=[schedule_id], ok={"204": ("deleted", None)}),
+        },
+        "/schedules/{id}/pause": state_change("Pause: no firing until resumed"),
+        "/schedules/{id}/resume": state_change("Resume; slots missed while paused do not fire"),
+    }
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.state.openapi)
+
+
+routes = [Route("/openapi.json", openapi, methods=["GET"])]
+
+
+# --- building blocks -------------------------------------------------------------------------
+
+def _op(summary: str, errors: list[str], *, ok: dict[str, tuple[Any, ...]],
+        parameters: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+        body_type: str = "application/json") -> dict[str, Any]:
+    responses = {code: _response(*answer) for code, answer in ok.items()}
+    responses.update({code: _response(_ERRORS[code], ref("Error")) for code in errors})
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {body_type: {"schema": body}}}
+    return op
+
+
+def _response(description: str, schema: dict[str, Any] | None,
+              media: str = "application/json") -> dict[str, Any]:
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _path_id(what: str) -> dict[str, Any]:
+    return {"name": "id", "in": "path", "required": True, "description": f"the {what}'s id",
+            "schema": {"type": "string", "format": "uuid"}}
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string"}}

@@ -1,0 +1,174 @@
+"""/documents: upload a batch of files (one ingest item each), list, show, delete; /search."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive
+
+from longtask.web.common import authenticate, int_query, uuid_value
+from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
+from longtask.core.errors import InvalidInput, PayloadTooLarge, Unprocessable
+from longtask.store import documents as doc_store
+from longtask.store import files as file_store
+from longtask.store import tasks as task_store
+from longtask.store.tasks import NewItem
+
+MAX_QUERY_CHARS = 2000
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+async def upload(request: Request) -> Response:
+    tenant = await authenticate(request)
+    state = request.state
+    settings = state.settings
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_request_bytes:
+        raise PayloadTooLarge(f"the request is over {settings.max_request_bytes} bytes")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput("send the files as multipart/form-data, each in a `files` field",
+                           code="invalid_multipart")
+    # refuse before reading the body: no point storing files for a task that cannot be made
+    await state.admission.room_in_queue()
+    await task_store.ensure_room(state.pool, tenant, settings.max_open_tasks)
+    limited = Request(request.scope, _limit(request.receive, settings.max_request_bytes))
+    try:
+        form = await limited.form(max_files=settings.max_files, max_fields=20)
+    except HTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise Unprocessable(f"at most {settings.max_files} files per upload",
+                                code="too_many_files") from None
+        raise InvalidInput(f"malformed multipart body: {exc.detail}", code="invalid_multipart") \
+            from None
+    try:
+        uploads = [v for v in form.getlist("files") + form.getlist("file")
+                   if isinstance(v, UploadFile)]
+        if not uploads:
+            raise Unprocessable("no files: send each in a `files` field", code="no_files")
+        metadata = _metadata(form.get("metadata"))
+        reindex = str(form.get("reindex", "")).lower() in ("1", "true", "yes")
+        items = [await _store(state, tenant, up, metadata, reindex) for up in uploads]
+    finally:
+        await form.close()
+    created = await task_store.create(
+        state.pool, tenant=tenant, kind="ingest", items=items, max_open=settings.max_open_tasks,
+        queue=settings.queue_name,
+        params={"files": [i.name for i in items], "reindex": reindex, "metadata": metadata})
+    return await accepted(state, created, documents=[  # which document each file became
+        {"filename": i.name, "document_id": i.payload.get("document_id")} for i in items])
+
+
+async def index(request: Request) -> Response:
+    tenant = await authenticate(request)
+    limit = int_query(request, "limit", 50, 1, 200)
+    page = await doc_store.list_page(request.state.pool, tenant, limit,
+                                     decode_cursor(request.query_params.get("cursor")))
+    return JSONResponse({
+        "documents": [d.as_dict() for d in page],
+        "next_cursor": encode_cursor(page[-1].created_at, page[-1].id)
+        if len(page) == limit else None})
+
+
+async def show(request: Request) -> Response:
+    tenant = await authenticate(request)
+    pool = request.state.pool
+    doc = await doc_store.get(pool, tenant, _document_id(request))
+    body = doc.as_dict()
+    body["page_texts"] = await doc_store.pages(pool, tenant, doc.id)
+    body["chunks"] = await doc_store.chunks(pool, tenant, doc.id)
+    return JSONResponse(body)
+
+
+async def delete(request: Request) -> Response:
+    tenant = await authenticate(request)
+    await doc_store.delete(request.state.pool, tenant, _document_id(request))
+    return Response(status_code=204)
+
+
+async def search(request: Request) -> Response:
+    tenant = await authenticate(request)
+    state = request.state
+    query = request.query_params.get("q", "").strip()
+    if not query:
+        raise InvalidInput("`q` is required", code="invalid_query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"`q` is over {MAX_QUERY_CHARS} characters", code="invalid_query")
+    k = int_query(request, "k", 5, 1, 50)
+    document_id = request.query_params.get("document_id") or None
+    if document_id is not None:
+        document_id = uuid_value(document_id, "document")
+        await doc_store.get(state.pool, tenant, document_id)  # 404 for another tenant's
+    embedder = state.query_embedder
+    vector = (await embedder.embed([query]))[0]
+    results = await doc_store.search(state.pool, tenant, vector, embedder.model, k, document_id)
+    return JSONResponse({"query": query, "model": embedder.model, "results": results})
+
+
+async def _store(state: Any, tenant: str, up: UploadFile, metadata: dict[str, Any],
+                 reindex: bool) -> NewItem:
+    name = safe_filename(up.filename)
+    stored = await file_store.write(state.pool, tenant, up.read, state.settings.max_file_bytes)
+    if stored.id is None:
+        limit = state.settings.max_file_bytes
+        return NewItem({"filename": name, "rejected": {
+            "code": "too_large", "message": f"{stored.size} bytes; the limit is {limit}"}}, name)
+    document_id = await doc_store.upsert(state.pool, tenant, sha256=stored.sha256,
+                                         file_id=stored.id, filename=name, size=stored.size,
+                                         metadata=metadata)
+    return NewItem({"document_id": document_id, "file_id": stored.id, "filename": name,
+                    "size": stored.size, "reindex": reindex}, name)
+
+
+def safe_filename(raw: str | None) -> str:
+    """A display name, never a path: no directories, no control characters, 200 chars at most."""
+    name = unicodedata.normalize("NFC", raw or "")
+    name = _UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip(" .")
+    return name[:200] or "upload"
+
+
+def _metadata(raw: Any) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = json.loads(str(raw))
+    except (ValueError, RecursionError):
+        raise InvalidInput("`metadata` must be a JSON object", code="invalid_metadata") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("`metadata` must be a JSON object", code="invalid_metadata")
+    return value
+
+
+def _document_id(request: Request) -> str:
+    return uuid_value(request.path_params["id"], "document")
+
+
+def _limit(receive: Receive, max_bytes: int) -> Receive:
+    """The request body, cut off with a 413 as soon as it passes `max_bytes`."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:
+            raise PayloadTooLarge(f"the request is over {max_bytes} bytes")
+        return message
+
+    return limited
+
+
+routes = [
+    Route("/documents", upload, methods=["POST"]),
+    Route("/documents", index, methods=["GET"]),
+    Route("/documents/{id}", show, methods=["GET"]),
+    Route("/documents/{id}", delete, methods=["DELETE"]),
+    Route("/search", search, methods=["GET"]),
+]

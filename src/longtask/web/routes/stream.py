@@ -1,0 +1,84 @@
+"""GET /tasks/{id}/events: Server-Sent Events, replayed from Postgres, then tailed live.
+
+The replay-then-tail logic (subscribe first, then read the history, then the live feed, with gaps
+filled from Postgres) is `events.replay_then_tail`, shared with the WebSocket. `id:` is the
+sequence number, so a browser's automatic reconnect (Last-Event-ID) resumes exactly where it
+stopped. The stream ends after the task's final event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from longtask.web.common import authenticate_stream, task_id
+from longtask.core.errors import InvalidInput
+from longtask.broker.events import replay_then_tail
+from longtask.store.events import Event
+
+RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
+MAX_SEQ = 2**63 - 1  # task_events.seq is a bigint
+_HELLO = ServerSentEvent(comment="longtask", retry=RECONNECT_MS).encode()
+
+
+async def events(request: Request) -> Response:
+    ident = task_id(request)
+    tenant = await authenticate_stream(request, ident)
+    after = resume_point(request)
+    state = request.state
+    feed = replay_then_tail(state.pool, state.hub, tenant, ident, after)
+    try:
+        first = await anext(feed)  # the task read (NotFound: 404) and its history so far
+    except StopAsyncIteration:
+        # the task has ended and the client has every event: nothing more will ever come, and
+        # 204 tells an EventSource to stop reconnecting
+        return Response(status_code=204)
+    return EventSourceResponse(
+        _relay(first, feed),
+        ping=state.settings.sse_ping_seconds,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        send_timeout=30,
+    )
+
+
+async def _relay(first: list[Event], feed: AsyncGenerator[list[Event], None]
+                 ) -> AsyncIterator[bytes]:
+    # one write per batch (a page of history is hundreds of events): sse-starlette sends bytes
+    # as they are, framed here by its own ServerSentEvent.encode
+    async with aclosing(feed):
+        yield _HELLO + _frames(first)
+        async for batch in feed:
+            yield _frames(batch)
+
+
+def _frames(batch: list[Event]) -> bytes:
+    return b"".join(event.encoded("sse", _frame) for event in batch)
+
+
+def _frame(event: Event) -> bytes:
+    # live text (seq 0) has no `id:`, so a browser's Last-Event-ID stays at the stored event
+    return ServerSentEvent(data=json.dumps(event.data, separators=(",", ":")), event=event.type,
+                           id=str(event.seq) if event.seq else None).encode()
+
+
+def resume_point(request: HTTPConnection) -> int:
+    """Where a stream resumes: after the `Last-Event-ID` header, or `?after=`, or 0."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID / `after` must be a sequence number",
+                           code="invalid_query") from None
+    if not 0 <= value <= MAX_SEQ:
+        raise InvalidInput(f"Last-Event-ID / `after` must be from 0 to {MAX_SEQ}",
+                           code="invalid_query")
+    return value
+
+
+routes = [Route("/tasks/{id}/events", events, methods=["GET"])]

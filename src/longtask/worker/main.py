@@ -1,0 +1,228 @@
+"""The ARQ worker: settings, start-up and shut-down, the cancel listener, and cron jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from arq import cron
+from arq.worker import Retry, func
+from redis.exceptions import RedisError
+
+from longtask.broker import embed_rpc
+from longtask.dev import embedded
+from longtask.obs import logs
+from longtask.broker import queue
+from longtask.broker import keys as redis_keys
+from longtask.db import create_pool
+from longtask.service import schedules as scheduler
+from longtask.worker.context import Services
+from longtask.worker.runner import Running, run_item
+from longtask.broker.events import announce_cancel
+from longtask.core.kinds import Registry
+from longtask.obs.metrics import WorkerMetrics
+from longtask.service.outages import DEPENDENCY_ERRORS
+from longtask.pipeline import providers
+from longtask.pipeline.embed import LocalEmbedder
+from longtask.config import Settings
+from longtask.store import items as item_store
+from longtask.store import files as file_store
+from longtask.store import tasks as task_store
+
+log = logging.getLogger(__name__)
+
+RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
+RECONCILE_EVERY_SECONDS = 5.0
+RECONCILE_HORIZON_SECONDS = 60.0  # deferred items are re-enqueued only this close to their time
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Everything `arq worker.WorkerSettings` needs, from one Settings."""
+    settings = embedded.resolve(settings)
+    assert settings.database_url and settings.redis_url
+    registry = Registry.from_modules(settings.kinds)
+    running = Running()
+    metrics = WorkerMetrics()
+    background: list[asyncio.Task[None]] = []
+    stop_metrics: list[Callable[[], None]] = []
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        assert settings.database_url
+        logs.adopt("arq")  # the arq command installed its own plain handler after our set-up
+        queue.retry_handshakes(ctx["redis"])
+        if settings.metrics_port:
+            stop_metrics.append(metrics.serve(settings.metrics_port))
+        pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+                                 max_size=settings.db_pool_max)
+        services = Services(
+            settings=settings, pool=pool, redis=ctx["redis"],
+            http=httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            metrics=metrics,
+        )
+        ctx["services"] = services
+        background.append(asyncio.create_task(_listen_for_cancels(services, running)))
+        background.append(asyncio.create_task(_announce(services, running)))
+        # not ARQ cron jobs: those wait behind a backlog of item jobs, and these must not
+        background.append(asyncio.create_task(
+            _duty(services, "reap", settings.reaper_seconds, _reap)))
+        background.append(asyncio.create_task(
+            _duty(services, "reconcile", RECONCILE_EVERY_SECONDS, _reconcile)))
+        background.append(asyncio.create_task(_duty(
+            services, "schedule", scheduler.EVERY_SECONDS,
+            lambda services: scheduler.fire_due(services, registry))))
+        if not settings.embed_url:  # the offline model: serve query embeddings, load it now
+            embedder = services.resource("embedder",
+                                         lambda: providers.embedder(settings, services.http))
+            background.append(asyncio.create_task(embed_rpc.serve(services.redis, embedder)))
+            if isinstance(embedder, LocalEmbedder):
+                background.append(asyncio.create_task(_warm(embedder)))
+        log.info("worker %s ready; kinds: %s", services.worker_id, ", ".join(registry.names()))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        services: Services | None = ctx.get("services")
+        if services is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await services.redis.delete(redis_keys.worker_key(services.worker_id))
+            await services.close()
+        for close_metrics in stop_metrics:
+            close_metrics()
+
+    async def run_item_job(ctx: dict[str, Any], item_id: str) -> str:
+        try:
+            return await run_item(ctx["services"], registry, running, item_id, ctx["job_id"])
+        except DEPENDENCY_ERRORS as exc:  # could not even claim it: ARQ runs it again soon
+            log.warning("job %s: a backing service is away (%r); retrying", ctx["job_id"], exc)
+            raise Retry(defer=min(2 * ctx["job_try"], 15)) from None
+
+    async def purge(ctx: dict[str, Any]) -> int:
+        """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, and
+        uploads that no document refers to."""
+        pool = ctx["services"].pool
+        return (await task_store.purge_finished(pool, settings.retention_days)
+                + await file_store.purge_orphans(pool))
+
+    return {
+        "functions": [func(run_item_job, name=queue.RUN_ITEM)],
+        "cron_jobs": [
+            cron(purge, name="purge", minute={17}, second={0}),
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": queue.redis_settings(settings.redis_url, queue.WORKER_RETRIES),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_concurrency,
+        "job_completion_wait": int(settings.shutdown_grace),
+        "job_timeout": settings.job_timeout,
+        "keep_result": 60,
+        "max_tries": 100,  # tries of one job id while Postgres is away; attempts are ours
+        "poll_delay": 0.05,
+        "allow_abort_jobs": True,
+        "job_serializer": queue.dumps,
+        "job_deserializer": queue.loads,
+        "health_check_interval": 10,
+    }
+
+
+async def _listen_for_cancels(services: Services, running: Running) -> None:
+    """Stop a canceled task's running items at once (the heartbeat is the slower fallback)."""
+    while True:
+        pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(redis_keys.CANCEL_CHANNEL)
+            async for message in pubsub.listen():
+                task_id = message["data"].decode() if isinstance(message["data"], bytes) \
+                    else str(message["data"])
+                if running.cancel_task(task_id, "canceled"):
+                    log.info("canceled the running items of task %s", task_id)
+        except (RedisError, OSError) as exc:
+            log.warning("cancel listener lost Redis (%s); reconnecting", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        await asyncio.sleep(1.0)
+
+
+async def _reap(services: Services) -> int:
+    """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
+    ARQ's job_timeout."""
+    settings = services.settings
+    jobs, events = await item_store.expire_leases(services.pool, settings.max_retries + 1,
+                                                  settings.queue_name)
+    ended = await task_store.expire_deadlines(services.pool)  # the same beat: tasks past due
+    services.outbox.send(events + ended)
+    for event in ended:
+        await announce_cancel(services.redis, event.task_id)
+    return await queue.enqueue(services.redis, settings.queue_name, jobs) + len(ended)
+
+
+async def _reconcile(services: Services) -> int:
+    """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
+    ignores a job id it still holds. A pending item whose job a worker took long ago without
+    claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
+    one until job_timeout."""
+    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS,
+                                            RECONCILE_HORIZON_SECONDS,
+                                            services.settings.queue_name)
+    if not pending:
+        return 0
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for job in pending:
+            pipe.exists(redis_keys.arq_in_progress(job.job_id))
+        taken = await pipe.execute()
+    lost = [job for job, held in zip(pending, taken) if held]
+    if lost:
+        log.warning("%d item job(s) were taken by a worker that never claimed them", len(lost))
+        pending = [job for job, held in zip(pending, taken) if not held]
+        pending += await item_store.retake(services.pool, lost)
+    return await queue.enqueue(services.redis, services.settings.queue_name, pending)
+
+
+async def _duty(services: Services, name: str, every: float,
+                duty: Callable[[Services], Awaitable[int]]) -> None:
+    """Run `duty` every `every` seconds on one worker of all (a Redis lock per interval)."""
+    key = redis_keys.duty_lock(name, services.settings.queue_name)
+    while True:
+        try:
+            if await services.redis.set(key, services.worker_id, nx=True, px=int(every * 900)):
+                done = await duty(services)
+                if done:
+                    log.info("%s: %d item(s)", name, done)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Postgres or Redis away: try again next time
+            log.warning("%s failed: %s", name, exc)
+        await asyncio.sleep(every)
+
+
+async def _warm(embedder: LocalEmbedder) -> None:
+    try:
+        await embedder.warm()
+    except Exception as exc:  # ingest reports it as a typed error when it needs the model
+        log.warning("could not load the embedding model: %s", exc)
+
+
+async def _announce(services: Services, running: Running) -> None:
+    """Keep this worker's heartbeat key alive in Redis, for /ready and /stats."""
+    key = redis_keys.worker_key(services.worker_id)
+    every = services.settings.heartbeat_seconds
+    started = time.time()
+    while True:
+        info = {"id": services.worker_id, "started": started, "running": len(running)}
+        with contextlib.suppress(RedisError, OSError):
+            await services.redis.set(key, json.dumps(info), ex=max(int(every * 3), 3))
+        await asyncio.sleep(every)
