@@ -2,6 +2,13 @@
 
 Two processes may run `migrate` at once (two `release` phases, a dev command and a test): an
 advisory lock makes the second wait, and then it finds nothing left to do.
+
+A migration is never edited once applied; a change is a new file, and `schema.sql` beside this
+module is updated to show the result (tests/db/test_schema.py checks that the two agree).
+A function that a later migration changes gets a new versioned name: the migration creates
+`longtask_claim_v2` beside `longtask_claim` and the Python switches to it, so the web and worker
+processes of the old release, still running during a deploy, keep the function they call; a
+later release drops the old one. No migration replaces a function another one created.
 """
 
 from __future__ import annotations
