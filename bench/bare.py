@@ -12,6 +12,7 @@ from typing import Any
 from arq.worker import func
 
 from longtask.broker import queue
+from longtask.broker import connection
 
 
 async def noop(ctx: dict[str, Any], *args: Any) -> None:
@@ -20,13 +21,13 @@ async def noop(ctx: dict[str, Any], *args: Any) -> None:
 
 class WorkerSettings:
     functions = [func(noop, name=queue.RUN_ITEM)]
-    redis_settings = queue.redis_settings(os.environ["REDIS_URL"], queue.WORKER_RETRIES)
+    redis_settings = connection.redis_settings(os.environ["REDIS_URL"], connection.WORKER_RETRIES)
     queue_name = os.environ["BENCH_QUEUE"]
     max_jobs = int(os.environ.get("LONGTASK_WORKER_CONCURRENCY", "16"))
     keep_result = 60
     max_tries = 100
     poll_delay = 0.05
     allow_abort_jobs = True
-    job_serializer = staticmethod(queue.dumps)
-    job_deserializer = staticmethod(queue.loads)
+    job_serializer = staticmethod(connection.dumps)
+    job_deserializer = staticmethod(connection.loads)
     health_check_interval = 10

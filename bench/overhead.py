@@ -23,6 +23,7 @@ from bench._report import Report, cli
 from bench._stack import Stack
 from bench.submit import hammer, post_tasks
 from longtask.broker import queue
+from longtask.broker import connection
 from tests.support import wait_for
 
 
@@ -31,7 +32,7 @@ async def job_rate(arq: ArqRedis, queue_name: str) -> tuple[int, float]:
     ARQ keeps them for 60 s)."""
     keys = [k async for k in arq.scan_iter(match="arq:result:*", count=1000)]
     raws = await arq.mget(keys) if keys else []
-    results = [deserialize_result(r, deserializer=queue.loads) for r in raws if r]
+    results = [deserialize_result(r, deserializer=connection.loads) for r in raws if r]
     results = [r for r in results if r.queue_name == queue_name]
     span = max(r.finish_time for r in results) - min(r.start_time for r in results)
     return len(results), len(results) / span.total_seconds()
@@ -96,7 +97,7 @@ async def run(report: Report, tasks: int, concurrency: int, rounds: int) -> None
     bares: list[tuple[int, float, float]] = []
     fulls: list[tuple[int, float, float, float]] = []
     async with Stack() as stack:
-        arq = await queue.connect(stack.redis_url)
+        arq = await connection.connect(stack.redis_url)
         # the two sides take turns, so a slow spell of the machine (others' work on the host)
         # falls on both; each round has its own queue and tasks
         for n in range(rounds):

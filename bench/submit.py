@@ -19,6 +19,7 @@ from bench._http import Connection
 from bench._report import Report, cli
 from bench._stack import Stack, percentile
 from longtask.broker import queue
+from longtask.broker import connection
 
 
 async def hammer(call: Callable[[int], Awaitable[object]], clients: int,
@@ -64,7 +65,7 @@ async def post_tasks(url: str, key: str, clients: int, requests: int, kind: str 
 async def run(report: Report, clients: int, requests: int) -> None:
     async with Stack() as stack:
         web = await stack.web("web", LONGTASK_QUEUE="bench:submit")
-        arq = await queue.connect(stack.redis_url)
+        arq = await connection.connect(stack.redis_url)
         await post_tasks(web.url, stack.key, clients, min(200, requests))  # warm up
         await stack.analyze()
 

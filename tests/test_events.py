@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from longtask.broker.events import RESYNC, Hub, publish
-from longtask.store.events import Event
+from longtask.broker.hub import RESYNC, Hub
+from longtask.broker.outbox import publish
+from longtask.core.events import Event
 from tests.support import wait_for
 
 

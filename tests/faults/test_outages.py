@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from longtask.broker import queue
+from longtask.broker import connection
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.faults.test_worker_crash import assert_exactly_once, batch
@@ -76,7 +76,7 @@ async def test_a_redis_connection_reset_during_its_handshake_is_retried(
     # retries commands and TCP connects, not that, and ARQ's poll loop died of it once in CI
     async with CuttableProxy(services.redis.port) as proxy:
         url = proxy.url.replace("http://", "redis://") + "/1"  # db 1: the handshake sends SELECT
-        redis = await queue.connect(url)
+        redis = await connection.connect(url)
         try:
             assert await redis.ping()
             proxy.refusing = True

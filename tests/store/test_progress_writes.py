@@ -7,12 +7,12 @@ import asyncio
 import asyncpg
 from redis.asyncio import Redis
 
-from longtask.broker.events import Outbox
+from longtask.broker.outbox import Outbox
 from longtask.worker.progress import ProgressWriter
 from longtask.store import items as item_store
 from longtask.store import tasks as task_store
-from longtask.store.items import Report
-from longtask.store.tasks import NewItem
+from longtask.core.models import Report
+from longtask.core.models import NewItem
 from tests.support import wait_for
 
 

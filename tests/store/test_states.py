@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from longtask.store import tasks as task_store
-from longtask.store.tasks import NewItem
+from longtask.core.models import NewItem
 
 
 @pytest.mark.parametrize("end", ["completed", "failed", "canceled"])

@@ -19,7 +19,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
 from longtask.broker import keys as redis_keys
-from longtask.core.errors import TooManyRequests, Unavailable
+from longtask.core.errors import LimitReached, Unavailable
 from longtask.config import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Admission:
         self._depth_read_at = -math.inf
 
     async def request(self, tenant: str) -> None:
-        """Count one request of `tenant`; TooManyRequests past its rate."""
+        """Count one request of `tenant`; LimitReached past its rate."""
         for rate in self._rates:
             try:
                 allowed = await self._limiter.hit(rate, tenant)
@@ -56,9 +56,9 @@ class Admission:
                 log.warning("rate limit not checked, Redis is away: %s", exc)
                 return
             wait = max(1, math.ceil(reset - time.time()))
-            raise TooManyRequests(f"over the rate limit of {rate} for this tenant; "
+            raise LimitReached(f"over the rate limit of {rate} for this tenant; "
                                   f"retry in {wait}s", code="rate_limited",
-                                  headers={"Retry-After": str(wait)})
+                                  retry_after=wait)
 
     async def room_in_queue(self) -> None:
         """Unavailable while the shared queue holds LONGTASK_MAX_QUEUE_DEPTH jobs or more.
@@ -78,8 +78,16 @@ class Admission:
         if self._depth >= self._max_depth:
             raise Unavailable(f"the queue is full ({self._depth} jobs waiting); try again later",
                               code="queue_full",
-                              headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)})
+                              retry_after=QUEUE_FULL_RETRY_AFTER)
 
     def enqueued(self, jobs: int) -> None:
         """Count jobs this process has just put on the queue."""
         self._depth += jobs
+
+
+async def depth(arq: ArqRedis, queue_name: str) -> int:
+    """Item jobs queued (deferred retries included); ARQ's own cron jobs are not counted."""
+    crons = 0
+    async for _ in arq.zscan_iter(queue_name, match="cron:*", count=1000):
+        crons += 1
+    return int(await arq.zcard(queue_name)) - crons

@@ -43,7 +43,7 @@ class RemoteEmbedder:
         reply = await self._redis.blpop([redis_keys.embed_reply(request_id)], self._timeout)
         if reply is None:
             raise Unavailable("no worker answered the query embedding; is a worker running?",
-                              code="no_worker", headers={"Retry-After": "5"})
+                              code="no_worker", retry_after=5)
         body = json.loads(reply[1])
         if "error" in body:
             raise Unavailable(f"the worker could not embed the query: {body['error']}",

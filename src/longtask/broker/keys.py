@@ -26,12 +26,6 @@ def worker_key(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 
 
-def item_job_id(item_id: str, attempt: int, retake: str = "") -> str:
-    """ARQ job id for one run of an item: fresh per attempt, since ARQ blocks a reused id.
-    `retake` tells apart a new job for the same attempt (its first job was lost with a worker)."""
-    return f"item:{item_id}:{attempt}" + (f":{retake}" if retake else "")
-
-
 def arq_in_progress(job_id: str) -> str:
     """ARQ's marker that some worker has taken a job (held until the job ends or job_timeout)."""
     return f"{arq_constants.in_progress_key_prefix}{job_id}"

@@ -33,8 +33,8 @@ from longtask.client.args import MAX_STEPS, document_ids, json_object, max_steps
 from longtask.client.display import INTERRUPTED, follow
 from longtask.client.errors import ClientError, Unauthorized
 from longtask.client.models import Task
+from longtask.core.status import ALL as STATUSES
 
-STATUSES = ("pending", "running", "completed", "failed", "canceled")
 USAGE = 2
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-TERMINAL = frozenset({"completed", "failed", "canceled"})
+from longtask.core.status import TERMINAL
+
 T = TypeVar("T")
 
 

@@ -1,16 +1,17 @@
-"""Errors, one tree.
+"""Errors, one tree. Nothing here knows HTTP: the web layer maps each class to a status code
+and headers in one place (`longtask.web.errors`).
 
     LongtaskError
     ├── ConfigError                 bad environment, raised at start
-    ├── ApiError                    carries an HTTP status and a stable code
-    │   ├── InvalidInput      400   malformed request
-    │   ├── Unauthorized      401
-    │   ├── NotFound          404   also for another tenant's ids
-    │   ├── Conflict          409   e.g. cancelling a finished task
-    │   ├── Unprocessable     422   well-formed but not acceptable (unknown kind)
-    │   ├── PayloadTooLarge   413
-    │   ├── TooManyRequests   429   a tenant over its rate or open-task limit (Retry-After)
-    │   └── Unavailable       503   Postgres or Redis down, or the queue is full
+    ├── DomainError                 a request that cannot be served as asked: `code`, `detail`
+    │   ├── Invalid                 malformed input
+    │   ├── Unauthenticated         no key, or an unknown one
+    │   ├── NotFound                also for another tenant's ids
+    │   ├── Conflict                e.g. cancelling a finished task
+    │   ├── TooLarge                a body or file over its limit
+    │   ├── Unacceptable            well-formed but not acceptable (unknown kind, bad params)
+    │   ├── LimitReached            a tenant over its rate or open-task limit (`retry_after`)
+    │   └── Unavailable             Postgres or Redis down, or the queue full (`retry_after`)
     └── JobError                    raised by a job, stored on its item as {code, message}
         ├── TransientError          retried with backoff: timeouts, 429, 5xx, connection errors
         ├── PermanentError          given up at once: corrupt input, 4xx
@@ -30,55 +31,47 @@ class ConfigError(LongtaskError):
     pass
 
 
-class ApiError(LongtaskError):
-    status_code = 400
+class DomainError(LongtaskError):
     code = "bad_request"
 
-    def __init__(self, detail: Any, *, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, detail: Any, *, code: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:
             self.code = code
-        self.headers = headers or {}
+        self.retry_after = retry_after  # seconds the caller should wait before trying again
 
 
-class InvalidInput(ApiError):
-    status_code = 400
+class Invalid(DomainError):
     code = "invalid_input"
 
 
-class Unauthorized(ApiError):
-    status_code = 401
+class Unauthenticated(DomainError):
     code = "unauthorized"
 
 
-class NotFound(ApiError):
-    status_code = 404
+class NotFound(DomainError):
     code = "not_found"
 
 
-class Conflict(ApiError):
-    status_code = 409
+class Conflict(DomainError):
     code = "conflict"
 
 
-class PayloadTooLarge(ApiError):
-    status_code = 413
+class TooLarge(DomainError):
     code = "too_large"
 
 
-class Unprocessable(ApiError):
-    status_code = 422
+class Unacceptable(DomainError):
     code = "unprocessable"
 
 
-class TooManyRequests(ApiError):
-    status_code = 429
+class LimitReached(DomainError):
     code = "rate_limited"
 
 
-class Unavailable(ApiError):
-    status_code = 503
+class Unavailable(DomainError):
     code = "unavailable"
 
 

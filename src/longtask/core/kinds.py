@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from longtask.core.errors import ConfigError, InvalidInput, Unprocessable
-from longtask.store.tasks import NewItem
+from longtask.core.errors import ConfigError, Invalid, Unacceptable
+from longtask.core.models import NewItem
 
 if TYPE_CHECKING:
-    from longtask.worker.context import JobContext
+    from longtask.core.context import JobContext
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 Splitter = Callable[[Any], Iterable[Any]]
@@ -54,10 +54,10 @@ class Kind:
         try:
             payloads = list(self.items(params))
         except (KeyError, TypeError, ValueError) as exc:
-            raise Unprocessable(f"params do not fit kind {self.name!r}: {exc}",
+            raise Unacceptable(f"params do not fit kind {self.name!r}: {exc}",
                                 code="invalid_params") from exc
         if not payloads:
-            raise Unprocessable(f"kind {self.name!r} made no items from these params",
+            raise Unacceptable(f"kind {self.name!r} made no items from these params",
                                 code="invalid_params")
         return [NewItem(p, self._name_of(p, i)) for i, p in enumerate(payloads)]
 
@@ -107,11 +107,11 @@ class Registry:
     def for_submit(self, name: Any) -> Kind:
         """The kind a client may submit, or a 4xx that says which kinds there are."""
         if not isinstance(name, str) or not name:
-            raise InvalidInput("`kind` must be a non-empty string", code="invalid_kind")
+            raise Invalid("`kind` must be a non-empty string", code="invalid_kind")
         found = self._kinds.get(name)
         if found is None or not found.public:
             known = sorted(k for k, v in self._kinds.items() if v.public)
-            raise Unprocessable(f"unknown kind {name!r}; known kinds: {', '.join(known)}",
+            raise Unacceptable(f"unknown kind {name!r}; known kinds: {', '.join(known)}",
                                 code="unknown_kind")
         return found
 

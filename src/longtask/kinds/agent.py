@@ -20,7 +20,7 @@ from typing import Any
 from longtask.core.errors import PermanentError, TransientError
 from longtask.kinds import agent_tools as tools
 from longtask.kinds import llm
-from longtask.worker.context import JobContext
+from longtask.core.context import JobContext
 from longtask.core.kinds import kind
 from longtask.pipeline.chat import ChatClient, ChatReply, ToolCall
 

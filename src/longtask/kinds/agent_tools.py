@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longtask.core.errors import NotFound
-from longtask.worker.context import JobContext
+from longtask.core.context import JobContext
 from longtask.pipeline import providers
 from longtask.pipeline.embed import Embedder
 from longtask.store import documents

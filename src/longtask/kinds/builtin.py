@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from longtask.core.errors import PermanentError
-from longtask.worker.context import JobContext
+from longtask.core.context import JobContext
 from longtask.core.kinds import kind
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from longtask.core.errors import PermanentError
 from longtask.kinds import llm
-from longtask.worker.context import JobContext
+from longtask.core.context import JobContext
 from longtask.core.kinds import kind
 from longtask.store import documents
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from longtask.core.errors import JobCanceled, PermanentError, TransientError
 from longtask.kinds import llm
-from longtask.worker.context import JobContext
+from longtask.core.context import JobContext
 from longtask.core.kinds import kind
 from longtask.pipeline import providers
 from longtask.pipeline.chunk import chunk_pages

@@ -4,7 +4,7 @@ made once per worker process; None when no endpoint is configured (offline)."""
 from __future__ import annotations
 
 from longtask.broker import provider_limits
-from longtask.worker.context import JobContext
+from longtask.core.context import JobContext
 from longtask.pipeline import providers
 from longtask.pipeline.chat import ChatClient
 from longtask.pipeline.llm import Summariser

@@ -10,26 +10,26 @@ from datetime import datetime, timezone
 
 from croniter import croniter
 
-from longtask.core.errors import InvalidInput
+from longtask.core.errors import Invalid
 
 MAX_LENGTH = 200
 
 
 def validate(expression: object) -> str:
-    """The expression, stripped, if it is one that fires; InvalidInput (400) otherwise."""
+    """The expression, stripped, if it is one that fires; Invalid (400) otherwise."""
     if not isinstance(expression, str) or not 0 < len(expression.strip()) <= MAX_LENGTH:
-        raise InvalidInput(f"`cron` must be a cron expression of up to {MAX_LENGTH} characters, "
+        raise Invalid(f"`cron` must be a cron expression of up to {MAX_LENGTH} characters, "
                            "e.g. `0 * * * *` or, with seconds first, `*/10 * * * * *`",
                            code="invalid_cron")
     text = " ".join(expression.split())
     fields = len(text.split(" "))
     if not (text.startswith("@") or fields in (5, 6)):
-        raise InvalidInput(f"`cron` has {fields} fields: give 5 (minute hour day month weekday) "
+        raise Invalid(f"`cron` has {fields} fields: give 5 (minute hour day month weekday) "
                            "or 6 (seconds first)", code="invalid_cron")
     try:
         next_after(text, datetime.now(timezone.utc))
     except Exception as exc:  # croniter raises several types (and a few plain ones) for bad input
-        raise InvalidInput(f"`cron` is not valid: {exc}"[:300], code="invalid_cron") from None
+        raise Invalid(f"`cron` is not valid: {exc}"[:300], code="invalid_cron") from None
     return text
 
 

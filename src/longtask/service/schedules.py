@@ -13,13 +13,14 @@ import logging
 from typing import Any
 
 from longtask.service import cron
-from longtask.broker import queue
 from longtask.db import transaction
-from longtask.core.errors import ApiError
-from longtask.worker.context import Services
+from longtask.core.errors import DomainError
+from longtask.service.deps import Deps
+from longtask.service.tasks import enqueue
 from longtask.core.kinds import Registry, params_hash
 from longtask.store import schedules as schedule_store
 from longtask.store import tasks as task_store
+from longtask.core.models import Created
 from longtask.store.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -28,19 +29,19 @@ EVERY_SECONDS = 1.0  # how often due schedules are looked for: a firing is at mo
 MAX_PER_BEAT = 200  # schedules fired in one beat; the rest wait for the next
 
 
-async def fire_due(services: Services, registry: Registry) -> int:
+async def fire_due(deps: Deps, registry: Registry) -> int:
     """Fire every schedule whose slot has come; the number of tasks made."""
     made = 0
     for _ in range(MAX_PER_BEAT):
         try:
-            async with transaction(services.pool) as conn:
-                claimed = await schedule_store.claim_due(conn, services.settings.queue_name)
+            async with transaction(deps.pool) as conn:
+                claimed = await schedule_store.claim_due(conn, deps.settings.queue_name)
                 if claimed is None:
                     return made
                 schedule, now = claimed
                 assert schedule.next_run_at is not None
                 following = cron.next_after(schedule.cron, max(now, schedule.next_run_at))
-                created, error = await _create(conn, services, registry, schedule)
+                created, error = await _create(conn, deps, registry, schedule)
                 task_id = created.task.id if created else None
                 if not await schedule_store.advance(conn, schedule, following, task_id, error):
                     raise _Moved  # not with the row lock held; but never fire twice regardless
@@ -48,15 +49,15 @@ async def fire_due(services: Services, registry: Registry) -> int:
             continue
         if created is not None:
             made += 1
-            await queue.enqueue(services.redis, services.settings.queue_name, created.jobs)
+            await enqueue(deps, created.jobs)
         else:
             log.warning("schedule %s made no task for %s: %s", schedule.id,
                         schedule.next_run_at, error)
     return made
 
 
-async def _create(conn: Any, services: Services, registry: Registry,
-                  schedule: Schedule) -> tuple[task_store.Created | None, dict[str, Any] | None]:
+async def _create(conn: Any, deps: Deps, registry: Registry,
+                  schedule: Schedule) -> tuple[Created | None, dict[str, Any] | None]:
     """The slot's task, in a savepoint of the claim's transaction; or why there is none (the
     kind is unknown to this worker, the params no longer fit it, the tenant is at its limit)."""
     kind = registry.get(schedule.kind)
@@ -70,9 +71,9 @@ async def _create(conn: Any, services: Services, registry: Registry,
             conn, tenant=schedule.tenant, kind=kind.name, params=schedule.params,
             items=kind.split(schedule.params), idempotency_key=f"schedule:{schedule.id}:{slot}",
             request_hash=params_hash(kind.name, schedule.params), run_at=schedule.next_run_at,
-            schedule_id=schedule.id, max_open=services.settings.max_open_tasks,
-            queue=services.settings.queue_name), None
-    except ApiError as exc:
+            schedule_id=schedule.id, max_open=deps.settings.max_open_tasks,
+            queue=deps.settings.queue_name), None
+    except DomainError as exc:
         return None, {"code": exc.code, "message": str(exc.detail)[:500]}
     except Exception as exc:  # a kind's own splitter may raise anything: one schedule that
         # cannot fire must not hold up the others (it is the first in line every beat)

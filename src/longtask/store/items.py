@@ -7,45 +7,14 @@ its lease (it stalled, the reaper gave the item to another) writes nothing more.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from longtask.broker.keys import item_job_id
+from longtask.core.events import Event
+from longtask.core.models import Claim, Finished, PendingJob, Report, item_job_id
+from longtask.core.status import ACTIVE_SQL
 from longtask.store import events
-from longtask.store.events import Event
-
-
-@dataclass(frozen=True)
-class Claim:
-    item_id: str
-    task_id: str
-    tenant: str
-    kind: str
-    params: Any
-    index: int
-    name: str
-    payload: Any
-    checkpoint: dict[str, Any]
-    attempt: int
-    items_total: int
-    events: list[Event]
-
-
-@dataclass(frozen=True)
-class Finished:
-    events: list[Event]
-    task_status: str | None  # the task's end state, if this item was its last
-    items_failed: int = 0
-
-
-@dataclass(frozen=True)
-class PendingJob:
-    item_id: str
-    job_id: str
-    run_after: Any
-    attempt: int = 1  # the attempt this job runs (claims so far + 1)
 
 
 _LEASE = "now() + make_interval(secs => $3)"
@@ -75,18 +44,6 @@ async def heartbeat(pool: asyncpg.Pool, item_id: str, owner: str,
         " AND t.id = i.task_id RETURNING t.status",
         item_id, owner, lease_seconds,
     )
-
-
-@dataclass(frozen=True)
-class Report:
-    """One progress report of a running item."""
-    task_id: str  # the order reports are written in (see longtask_progress)
-    item_id: str
-    owner: str
-    percent: float
-    stage: str | None
-    message: str | None
-    data: dict[str, Any]
 
 
 async def progress(pool: asyncpg.Pool, reports: list[Report]) -> list[Event | None]:
@@ -197,7 +154,7 @@ async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_se
     rows = await pool.fetch(
         "SELECT i.id, i.job_id, i.run_after, i.attempts FROM task_items i"
         " JOIN tasks t ON t.id = i.task_id AND t.queue = $4"
-        " WHERE i.status = 'pending' AND t.status IN ('pending', 'running')"
+        f" WHERE i.status = 'pending' AND t.status IN {ACTIVE_SQL}"
         " AND i.updated_at < now() - make_interval(secs => $1)"
         " AND (i.run_after IS NULL OR i.run_after < now() + make_interval(secs => $3))"
         " ORDER BY i.created_at LIMIT $2",

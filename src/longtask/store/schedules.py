@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from longtask.db import transaction
-from longtask.core.errors import NotFound, TooManyRequests
+from longtask.core.errors import NotFound, LimitReached
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,13 @@ NextRun = Callable[[str, datetime], datetime]  # (cron, after) -> the first firi
 async def create(pool: asyncpg.Pool, *, tenant: str, kind: str, params: Any, cron: str,
                  next_run: NextRun, max_per_tenant: int, queue: str) -> Schedule:
     """A new schedule, first firing at the cron's next slot (by the workers of `queue`);
-    TooManyRequests past the cap."""
+    LimitReached past the cap."""
     async with transaction(pool) as conn:
         # one tenant's creates queue here, so two at once cannot both pass the count
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('schedules:' || $1))", tenant)
         count = await conn.fetchval("SELECT count(*) FROM schedules WHERE tenant = $1", tenant)
         if count >= max_per_tenant:
-            raise TooManyRequests(f"this tenant has {count} schedules, its limit; delete some",
+            raise LimitReached(f"this tenant has {count} schedules, its limit; delete some",
                                   code="too_many_schedules")
         now = await conn.fetchval("SELECT now()")
         row = await conn.fetchrow(

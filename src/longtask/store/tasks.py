@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
@@ -12,76 +12,13 @@ import asyncpg
 
 from longtask.db import transaction
 from longtask.config import DEFAULT_QUEUE
-from longtask.core.errors import Conflict, NotFound, TooManyRequests
-from longtask.broker.keys import item_job_id
-from longtask.store.events import TERMINAL, Event, insert_at
-from longtask.store.items import PendingJob
+from longtask.core.errors import Conflict, NotFound, LimitReached
+from longtask.core.models import Canceled, Created, NewItem, PendingJob, Task, item_job_id
+from longtask.core.events import Event
+from longtask.core.status import ACTIVE_SQL, TERMINAL_SQL
+from longtask.store.events import insert_at
 
-Status = str  # 'pending' | 'running' | 'completed' | 'failed' | 'canceled'
 OPEN_TASKS_RETRY_AFTER = 5  # seconds: a tenant at its limit waits for some tasks to end
-
-
-@dataclass(frozen=True)
-class Task:
-    id: str
-    tenant: str
-    kind: str
-    params: Any
-    status: Status
-    progress: float
-    stage: str | None
-    message: str | None
-    error: dict[str, Any] | None
-    result: Any
-    items_total: int
-    items_done: int
-    items_failed: int
-    attempts: int
-    last_seq: int
-    retry_of: str | None
-    deadline_at: datetime | None
-    run_at: datetime | None  # deferred: not started before this (a schedule's: its slot)
-    schedule_id: str | None  # the schedule that made it
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tenant"}
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        out["progress"] = round(self.progress, 2)
-        return out
-
-
-@dataclass(frozen=True)
-class NewItem:
-    """One unit of fan-out: its own item row and its own ARQ job."""
-
-    payload: Any
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class Created:
-    """A new task (its first event, `pending`, is stored but not published: nobody can be
-    listening to a task whose id they have not been told yet), or the one a replay found."""
-
-    task: Task
-    jobs: list[PendingJob]  # to enqueue after commit
-    replayed: bool  # an earlier request with the same Idempotency-Key made it
-
-
-@dataclass(frozen=True)
-class Canceled:
-    task: Task
-    events: list[Event]  # empty when it was canceled already
 
 
 _COLUMNS = ", ".join(f.name for f in fields(Task))
@@ -89,7 +26,7 @@ _COLUMNS = ", ".join(f.name for f in fields(Task))
 
 # The tenant's open tasks, counted up to `limit` only: a busy tenant costs no more than that.
 _OPEN_TASKS = ("SELECT count(*) FROM (SELECT 1 FROM tasks WHERE tenant = $1"
-               " AND status IN ('pending', 'running') LIMIT {limit}) AS open")
+               f" AND status IN {ACTIVE_SQL} LIMIT {{limit}}) AS open")
 
 # A submit in one statement (one round trip, its own transaction): the open-task check, the
 # task, its items (the enqueue intent) and its first event. No task row back means the tenant
@@ -134,7 +71,7 @@ async def create(
     queue: str = DEFAULT_QUEUE,
 ) -> Created:
     """Store a task, its items (the enqueue intent) and its first event together; with
-    `max_open`, only while the tenant has fewer open tasks than that (else TooManyRequests).
+    `max_open`, only while the tenant has fewer open tasks than that (else LimitReached).
     With `run_at` it stays pending until then (its deadline counts from then). Given a
     connection, it all happens in a savepoint of the caller's transaction."""
     item_ids = [str(uuid.uuid4()) for _ in items]
@@ -162,17 +99,17 @@ async def create(
 
 
 async def ensure_room(pool: asyncpg.Pool, tenant: str, max_open: int) -> None:
-    """TooManyRequests if the tenant has `max_open` open (pending or running) tasks already."""
+    """LimitReached if the tenant has `max_open` open (pending or running) tasks already."""
     count = await pool.fetchval(_OPEN_TASKS.format(limit="$2"), tenant, max_open)
     if count >= max_open:
         raise _no_room(max_open)
 
 
-def _no_room(max_open: int | None) -> TooManyRequests:
-    return TooManyRequests(
+def _no_room(max_open: int | None) -> LimitReached:
+    return LimitReached(
         f"this tenant has {max_open} tasks pending or running, its limit; wait for some to end "
         "or cancel them", code="too_many_open_tasks",
-        headers={"Retry-After": str(OPEN_TASKS_RETRY_AFTER)})
+        retry_after=OPEN_TASKS_RETRY_AFTER)
 
 
 async def get(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, task_id: str) -> Task:
@@ -218,7 +155,7 @@ async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
         row = await conn.fetchrow(
             f"UPDATE tasks SET status = 'canceled', finished_at = now(), updated_at = now(),"
             f" last_seq = last_seq + 1 WHERE id = $1 AND tenant = $2"
-            f" AND status IN ('pending', 'running') RETURNING {_COLUMNS}",
+            f" AND status IN {ACTIVE_SQL} RETURNING {_COLUMNS}",
             task_id, tenant,
         )
         if row is None:
@@ -262,7 +199,7 @@ async def expire_deadlines(pool: asyncpg.Pool) -> list[Event]:
         rows = await conn.fetch(
             "UPDATE tasks SET status = 'failed', finished_at = now(), updated_at = now(),"
             " last_seq = last_seq + 1, error = $1 WHERE deadline_at < now()"
-            " AND status IN ('pending', 'running') RETURNING id, tenant, last_seq",
+            f" AND status IN {ACTIVE_SQL} RETURNING id, tenant, last_seq",
             _DEADLINE_ERROR)
         out = []
         for row in rows:
@@ -282,7 +219,7 @@ async def delete(pool: asyncpg.Pool, tenant: str, task_id: str) -> None:
     """Delete a task that has ended, with its items and events."""
     deleted = await pool.fetchval(
         "DELETE FROM tasks WHERE id = $1 AND tenant = $2"
-        " AND status IN ('completed', 'failed', 'canceled') RETURNING id",
+        f" AND status IN {TERMINAL_SQL} RETURNING id",
         task_id, tenant,
     )
     if deleted is None:

@@ -15,19 +15,21 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from longtask.dev import embedded
-from longtask.broker import queue
+from longtask.broker import connection
 from longtask.web import openapi, request_id
+from longtask.web.errors import domain_response, error_response
 from longtask.web.routes import dashboard, documents, ops, schedules, sockets, stream, tasks
 from longtask.broker.admission import Admission
 from longtask.web.common import KeyCache
 from longtask.web.instrument import HttpMetrics
 from longtask.db import create_pool
 from longtask.broker.embed_rpc import RemoteEmbedder
-from longtask.core.errors import ApiError
-from longtask.broker.events import Hub
+from longtask.core.errors import DomainError, Unavailable
+from longtask.broker.hub import Hub
+from longtask.service.deps import Deps
 from longtask.core.kinds import Registry
 from longtask.obs.metrics import WebMetrics
 from longtask.service.outages import DEPENDENCY_ERRORS
@@ -50,20 +52,24 @@ def create_app(settings: Settings) -> Starlette:
         assert resolved.database_url and resolved.redis_url
         pool = await create_pool(resolved.database_url, min_size=resolved.db_pool_min,
                                  max_size=resolved.db_pool_max)
-        arq = await queue.connect(resolved.redis_url)
+        arq = await connection.connect(resolved.redis_url)
         hub = Hub(arq)
         await hub.start()
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         query_embedder = (providers.embedder(resolved, http) if resolved.embed_url
                           else RemoteEmbedder(arq, resolved.embed_model))
+        admission = Admission(resolved, arq)
+        deps = Deps.open(resolved, pool, arq, admission=admission)
         try:
             yield {
                 "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
                 "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
-                "admission": Admission(resolved, arq), "openapi": described,
+                "admission": admission, "openapi": described,
                 "query_embedder": query_embedder, "metrics": metrics,
+                "deps": deps,
             }
         finally:
+            await deps.close()
             await http.aclose()
             await hub.stop()
             await arq.aclose()
@@ -86,7 +92,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
-            ApiError: _api_error,
+            DomainError: _domain_error,
             HTTPException: _http_error,
             # a dependency that is down is the service's trouble, not the client's: 503
             **{exc: _unavailable for exc in DEPENDENCY_ERRORS},
@@ -95,21 +101,21 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return _error(exc.status_code, exc.code, exc.detail, exc.headers)
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return domain_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(exc.status_code, code, exc.detail, dict(exc.headers or {}))
+    return error_response(exc.status_code, code, exc.detail, dict(exc.headers or {}))
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: a dependency is unavailable: %r", request.method, request.url.path, exc)
-    return _error(503, "unavailable", "a backing service (Postgres or Redis) is not reachable; "
-                  "try again shortly", {"Retry-After": "2"})
+    return domain_response(Unavailable("a backing service (Postgres or Redis) is not reachable; "
+                                       "try again shortly", retry_after=2))
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -117,9 +123,7 @@ async def _internal(request: Request, exc: Exception) -> Response:
     ident = request_id.of(request.scope)
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc,
                   extra={"request_id": ident})
-    return _error(500, "internal_error", "an unexpected error; it has been logged",
-                  {request_id.HEADER: ident} if ident else {})
+    return error_response(500, "internal_error", "an unexpected error; it has been logged",
+                          {request_id.HEADER: ident} if ident else {})
 
 
-def _error(status: int, code: str, detail: Any, headers: dict[str, str]) -> Response:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)

@@ -11,7 +11,7 @@ import asyncpg
 from starlette.requests import HTTPConnection, Request
 
 from longtask.core import tokens
-from longtask.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
+from longtask.core.errors import Invalid, NotFound, TooLarge, Unauthenticated
 from longtask.store import api_keys
 
 _KEY_CACHE_SECONDS = 10.0  # a revoked key keeps working this long at most
@@ -41,11 +41,11 @@ async def authenticate(request: HTTPConnection) -> str:
     """The tenant of the request's `Authorization: Bearer <key>`, counted against its rate."""
     key = _bearer(request)
     if key is None:
-        raise Unauthorized("send `Authorization: Bearer <key>`; make a key with "
+        raise Unauthenticated("send `Authorization: Bearer <key>`; make a key with "
                            "`longtask keys create --tenant NAME`", code="missing_key")
     tenant = await request.state.keys.tenant(key)
     if tenant is None:
-        raise Unauthorized("this API key is unknown or revoked", code="invalid_key")
+        raise Unauthenticated("this API key is unknown or revoked", code="invalid_key")
     await request.state.admission.request(tenant)
     return str(tenant)
 
@@ -58,7 +58,7 @@ async def authenticate_stream(request: HTTPConnection, task_id: str) -> str:
         return await authenticate(request)
     tenant = tokens.verify(request.state.secret, token, task_id)
     if tenant is None:
-        raise Unauthorized("this stream token is invalid, expired or for another task",
+        raise Unauthenticated("this stream token is invalid, expired or for another task",
                            code="invalid_token")
     await request.state.admission.request(tenant)
     return tenant
@@ -80,16 +80,16 @@ def uuid_value(raw: str, what: str) -> str:
 async def json_body(request: Request, max_bytes: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is over {max_bytes} bytes")
+        raise TooLarge(f"the body is over {max_bytes} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise PayloadTooLarge(f"the body is over {max_bytes} bytes")
+            raise TooLarge(f"the body is over {max_bytes} bytes")
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}"[:300], code="invalid_json") from None
+        raise Invalid(f"the body is not valid JSON: {exc}"[:300], code="invalid_json") from None
 
 
 def int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -99,9 +99,9 @@ def int_query(request: Request, name: str, default: int, low: int, high: int) ->
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"`{name}` must be a whole number", code="invalid_query") from None
+        raise Invalid(f"`{name}` must be a whole number", code="invalid_query") from None
     if not low <= value <= high:
-        raise InvalidInput(f"`{name}` must be between {low} and {high}", code="invalid_query")
+        raise Invalid(f"`{name}` must be between {low} and {high}", code="invalid_query")
     return value
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-STATUSES = ["pending", "running", "completed", "failed", "canceled"]
+from longtask.core.status import ALL
+
+STATUSES = [s.value for s in ALL]
 
 
 def ref(name: str) -> dict[str, str]:

@@ -15,14 +15,15 @@ import httpx
 from arq import ArqRedis
 
 from longtask.core.errors import JobCanceled
-from longtask.broker.events import Outbox
+from longtask.broker.outbox import Outbox
+from longtask.service.deps import Deps
 from longtask.obs.metrics import WorkerMetrics
 from longtask.config import Settings
 from longtask.store import events as event_store
 from longtask.store import items as item_store
 from longtask.worker.progress import ProgressWriter
 from longtask.worker.textstream import TextStream
-from longtask.store.items import Claim
+from longtask.core.models import Claim, Report
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ class Services:
     outbox: Outbox = field(init=False)  # committed events, on their way to Redis
     progress: ProgressWriter = field(init=False)  # items' progress, on its way to Postgres
 
+    deps: Deps = field(init=False)  # what the service's use cases run against
+
     def __post_init__(self) -> None:
-        self.outbox = Outbox(self.redis)
+        self.deps = Deps.open(self.settings, self.pool, self.redis)
+        self.outbox = self.deps.outbox
         self.progress = ProgressWriter(self.pool, self.outbox)
 
     def resource(self, name: str, make: Callable[[], R]) -> R:
@@ -68,8 +72,8 @@ class Services:
         await self.pool.close()
 
 
-class JobContext:
-    """One run (attempt) of one item of a task."""
+class RunContext:
+    """One run (attempt) of one item of a task: the worker's `longtask.JobContext`."""
 
     def __init__(self, claim: Claim, services: Services) -> None:
         self._claim = claim
@@ -138,6 +142,10 @@ class JobContext:
         return self._services.outbox
 
     @property
+    def deps(self) -> Deps:
+        return self._services.deps
+
+    @property
     def http(self) -> httpx.AsyncClient:
         return self._services.http
 
@@ -155,7 +163,7 @@ class JobContext:
         """Report this item's progress (0-100); the task's overall percent follows."""
         self.raise_if_canceled()
         percent = max(0.0, min(100.0, float(percent)))
-        await self._services.progress.write(item_store.Report(
+        await self._services.progress.write(Report(
             self.task_id, self.item_id, self.worker_id, percent, stage, message, data))
 
     async def emit(self, type_: str, **data: Any) -> None:

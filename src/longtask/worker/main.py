@@ -22,27 +22,24 @@ from longtask.broker import embed_rpc
 from longtask.dev import embedded
 from longtask.obs import logs
 from longtask.broker import queue
+from longtask.broker import connection
 from longtask.broker import keys as redis_keys
 from longtask.db import create_pool
-from longtask.service import schedules as scheduler
+from longtask.service import duties, schedules
+from longtask.service.deps import Deps
 from longtask.worker.context import Services
 from longtask.worker.runner import Running, run_item
-from longtask.broker.events import announce_cancel
 from longtask.core.kinds import Registry
 from longtask.obs.metrics import WorkerMetrics
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.pipeline.embed import LocalEmbedder
 from longtask.config import Settings
-from longtask.store import items as item_store
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
 
 log = logging.getLogger(__name__)
 
-RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
-RECONCILE_EVERY_SECONDS = 5.0
-RECONCILE_HORIZON_SECONDS = 60.0  # deferred items are re-enqueued only this close to their time
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -58,7 +55,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     async def startup(ctx: dict[str, Any]) -> None:
         assert settings.database_url
         logs.adopt("arq")  # the arq command installed its own plain handler after our set-up
-        queue.retry_handshakes(ctx["redis"])
+        connection.retry_handshakes(ctx["redis"])
         if settings.metrics_port:
             stop_metrics.append(metrics.serve(settings.metrics_port))
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
@@ -74,12 +71,12 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         background.append(asyncio.create_task(_announce(services, running)))
         # not ARQ cron jobs: those wait behind a backlog of item jobs, and these must not
         background.append(asyncio.create_task(
-            _duty(services, "reap", settings.reaper_seconds, _reap)))
+            _duty(services, "reap", settings.reaper_seconds, duties.reap)))
         background.append(asyncio.create_task(
-            _duty(services, "reconcile", RECONCILE_EVERY_SECONDS, _reconcile)))
+            _duty(services, "reconcile", duties.RECONCILE_EVERY_SECONDS, duties.reconcile)))
         background.append(asyncio.create_task(_duty(
-            services, "schedule", scheduler.EVERY_SECONDS,
-            lambda services: scheduler.fire_due(services, registry))))
+            services, "schedule", schedules.EVERY_SECONDS,
+            lambda deps: schedules.fire_due(deps, registry))))
         if not settings.embed_url:  # the offline model: serve query embeddings, load it now
             embedder = services.resource("embedder",
                                          lambda: providers.embedder(settings, services.http))
@@ -123,7 +120,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": queue.redis_settings(settings.redis_url, queue.WORKER_RETRIES),
+        "redis_settings": connection.redis_settings(settings.redis_url, connection.WORKER_RETRIES),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,
         "job_completion_wait": int(settings.shutdown_grace),
@@ -132,8 +129,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "max_tries": 100,  # tries of one job id while Postgres is away; attempts are ours
         "poll_delay": 0.05,
         "allow_abort_jobs": True,
-        "job_serializer": queue.dumps,
-        "job_deserializer": queue.loads,
+        "job_serializer": connection.dumps,
+        "job_deserializer": connection.loads,
         "health_check_interval": 10,
     }
 
@@ -157,49 +154,14 @@ async def _listen_for_cancels(services: Services, running: Running) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _reap(services: Services) -> int:
-    """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
-    ARQ's job_timeout."""
-    settings = services.settings
-    jobs, events = await item_store.expire_leases(services.pool, settings.max_retries + 1,
-                                                  settings.queue_name)
-    ended = await task_store.expire_deadlines(services.pool)  # the same beat: tasks past due
-    services.outbox.send(events + ended)
-    for event in ended:
-        await announce_cancel(services.redis, event.task_id)
-    return await queue.enqueue(services.redis, settings.queue_name, jobs) + len(ended)
-
-
-async def _reconcile(services: Services) -> int:
-    """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
-    ignores a job id it still holds. A pending item whose job a worker took long ago without
-    claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
-    one until job_timeout."""
-    pending = await item_store.pending_jobs(services.pool, RECONCILE_AFTER_SECONDS,
-                                            RECONCILE_HORIZON_SECONDS,
-                                            services.settings.queue_name)
-    if not pending:
-        return 0
-    async with services.redis.pipeline(transaction=False) as pipe:
-        for job in pending:
-            pipe.exists(redis_keys.arq_in_progress(job.job_id))
-        taken = await pipe.execute()
-    lost = [job for job, held in zip(pending, taken) if held]
-    if lost:
-        log.warning("%d item job(s) were taken by a worker that never claimed them", len(lost))
-        pending = [job for job, held in zip(pending, taken) if not held]
-        pending += await item_store.retake(services.pool, lost)
-    return await queue.enqueue(services.redis, services.settings.queue_name, pending)
-
-
 async def _duty(services: Services, name: str, every: float,
-                duty: Callable[[Services], Awaitable[int]]) -> None:
+                duty: Callable[[Deps], Awaitable[int]]) -> None:
     """Run `duty` every `every` seconds on one worker of all (a Redis lock per interval)."""
     key = redis_keys.duty_lock(name, services.settings.queue_name)
     while True:
         try:
             if await services.redis.set(key, services.worker_id, nx=True, px=int(every * 900)):
-                done = await duty(services)
+                done = await duty(services.deps)
                 if done:
                     log.info("%s: %d item(s)", name, done)
         except asyncio.CancelledError:

@@ -15,10 +15,10 @@ from collections import deque
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from longtask.broker.events import Outbox
+from longtask.broker.outbox import Outbox
 from longtask.store import items as item_store
-from longtask.store.events import Event
-from longtask.store.items import Report
+from longtask.core.events import Event
+from longtask.core.models import Report
 
 
 class ProgressWriter:

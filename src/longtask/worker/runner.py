@@ -17,15 +17,15 @@ import time
 from typing import Any
 
 from longtask.obs import logs
-from longtask.broker import queue
+from longtask.service import items as items_service
 from longtask.service import webhooks
 from longtask.core.errors import JobCanceled, JobError, PermanentError, TransientError
-from longtask.worker.context import JobContext, Services
+from longtask.worker.context import RunContext, Services
 from longtask.core.kinds import Kind, Registry
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import http as provider_calls
 from longtask.store import items as item_store
-from longtask.store.events import TERMINAL
+from longtask.core.status import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ class Running:
     """The items this worker process runs now, so a cancel notice can reach them."""
 
     def __init__(self) -> None:
-        self._by_task: dict[str, set[tuple[JobContext, asyncio.Task[Any]]]] = {}
+        self._by_task: dict[str, set[tuple[RunContext, asyncio.Task[Any]]]] = {}
 
-    def add(self, ctx: JobContext, task: asyncio.Task[Any]) -> None:
+    def add(self, ctx: RunContext, task: asyncio.Task[Any]) -> None:
         self._by_task.setdefault(ctx.task_id, set()).add((ctx, task))
 
-    def remove(self, ctx: JobContext, task: asyncio.Task[Any]) -> None:
+    def remove(self, ctx: RunContext, task: asyncio.Task[Any]) -> None:
         entries = self._by_task.get(ctx.task_id)
         if entries is not None:
             entries.discard((ctx, task))
@@ -58,7 +58,7 @@ class Running:
         return sum(len(v) for v in self._by_task.values())
 
 
-def stop(ctx: JobContext, task: asyncio.Task[Any], reason: str) -> None:
+def stop(ctx: RunContext, task: asyncio.Task[Any], reason: str) -> None:
     """Flag the item and interrupt its function at its next await (in-flight HTTP included)."""
     if not ctx.canceled:
         ctx.cancel(reason)
@@ -68,13 +68,11 @@ def stop(ctx: JobContext, task: asyncio.Task[Any], reason: str) -> None:
 async def run_item(services: Services, registry: Registry, running: Running, item_id: str,
                    job_id: str) -> str:
     """Run one ARQ job; returns what happened, for ARQ's log."""
-    settings = services.settings
     owner = services.worker_id
-    claim = await item_store.claim(services.pool, item_id, job_id, owner, settings.lease_seconds)
+    claim = await items_service.claim(services.deps, item_id, job_id, owner)
     if claim is None:
         return "skipped: not pending for this job"
-    services.outbox.send(claim.events)
-    ctx = JobContext(claim, services)
+    ctx = RunContext(claim, services)
     outcome = "interrupted: the worker stopped it"  # unless _run returns
     started = time.monotonic()
     observed = provider_calls.observer.set(services.metrics)
@@ -90,7 +88,7 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
         ctx.log.info("item %s of task %s: %s (%.3fs)", ctx.item_id, ctx.task_id, outcome, seconds)
 
 
-async def _run(services: Services, registry: Registry, running: Running, ctx: JobContext) -> str:
+async def _run(services: Services, registry: Registry, running: Running, ctx: RunContext) -> str:
     item_id = ctx.item_id
     kind = registry.get(ctx.kind)
     if kind is None:
@@ -145,7 +143,7 @@ async def _run(services: Services, registry: Registry, running: Running, ctx: Jo
             await beat
 
 
-async def _call(kind: Kind, ctx: JobContext, payload: Any) -> Any:
+async def _call(kind: Kind, ctx: RunContext, payload: Any) -> Any:
     """The kind's function under the soft timeout; past it, the kind cleans up as for a cancel
     and the item fails as `timeout`."""
     # a kind's own limit, but never past the hard one: the soft limit is the one that cleans up
@@ -160,7 +158,7 @@ async def _call(kind: Kind, ctx: JobContext, payload: Any) -> Any:
         raise PermanentError(f"took longer than {limit:g}s", code="timeout") from None
 
 
-async def _heartbeat(ctx: JobContext, work: asyncio.Task[Any], services: Services) -> None:
+async def _heartbeat(ctx: RunContext, work: asyncio.Task[Any], services: Services) -> None:
     """Renew the lease; stop the item if the task was canceled or the lease was lost."""
     settings = services.settings
     while not work.done():
@@ -177,7 +175,7 @@ async def _heartbeat(ctx: JobContext, work: asyncio.Task[Any], services: Service
             stop(ctx, work, "canceled")
 
 
-async def _stopped(kind: Kind, ctx: JobContext) -> str:
+async def _stopped(kind: Kind, ctx: RunContext) -> str:
     if ctx.cancel_reason == "lease_lost":
         return "abandoned: lease lost"  # another worker owns the item: write nothing
     if kind.on_cancel is not None:
@@ -189,44 +187,35 @@ async def _stopped(kind: Kind, ctx: JobContext) -> str:
                          error={"code": "canceled", "message": "the task was canceled"})
 
 
-async def _transient(ctx: JobContext, exc: TransientError) -> str:
+async def _transient(ctx: RunContext, exc: TransientError) -> str:
     settings = ctx.settings
     if ctx.attempt > settings.max_retries:
         return await _finish(ctx, "failed", error={
             "code": exc.code, "message": f"{exc.message} (gave up after {ctx.attempt} attempts)"})
     jittered = settings.retry_delay(ctx.attempt) * random.uniform(0.8, 1.2)
     delay = max(jittered, exc.retry_after or 0.0)
-    retried = await item_store.retry_later(ctx.pool, ctx.item_id, ctx.worker_id, ctx.attempt,
-                                           delay, exc.as_dict())
-    if retried is None:
+    if not await items_service.run_again(ctx.deps, ctx.item_id, ctx.worker_id, ctx.attempt,
+                                         delay, exc.as_dict()):
         return "abandoned: lease lost"
-    pending, event = retried
-    ctx.outbox.send([event] if event else [])
-    await queue.enqueue(ctx.redis, settings.queue_name, [pending])
     return f"retrying in {delay:g}s: {exc.code}"
 
 
-async def _release(ctx: JobContext) -> None:
+async def _release(ctx: RunContext) -> None:
     error = {"code": "interrupted", "message": "its worker stopped (shutdown or hard timeout)"}
     try:
-        retried = await item_store.retry_later(ctx.pool, ctx.item_id, ctx.worker_id, ctx.attempt,
-                                               0.0, error)
-        if retried is not None:
-            pending, event = retried
-            ctx.outbox.send([event] if event else [])
-            await queue.enqueue(ctx.redis, ctx.settings.queue_name, [pending])
+        await items_service.run_again(ctx.deps, ctx.item_id, ctx.worker_id, ctx.attempt, 0.0,
+                                      error)
     except Exception as exc:  # the lease will expire and the reaper hands it on instead
         ctx.log.warning("could not hand item %s back: %s", ctx.item_id, exc)
 
 
-async def _finish(ctx: JobContext, status: str, *, result: Any = None,
+async def _finish(ctx: RunContext, status: str, *, result: Any = None,
                   error: dict[str, Any] | None = None) -> str:
     """End the item, if its lease is still ours; what happened, for ARQ's log."""
-    finished = await asyncio.shield(item_store.finish(
-        ctx.pool, ctx.item_id, ctx.worker_id, status, result=result, error=error))
+    finished = await asyncio.shield(items_service.finish(
+        ctx.deps, ctx.item_id, ctx.worker_id, status, result=result, error=error))
     if finished is None:
         return "abandoned: lease lost"  # another run owns the item now; it wrote nothing here
-    ctx.outbox.send(finished.events)
     if finished.task_status is not None and ctx.settings.webhook_url and (
             finished.task_status == "failed" or finished.items_failed):
         await webhooks.task_ended(ctx.http, ctx.settings.webhook_url, ctx.pool, ctx.tenant,

@@ -17,10 +17,10 @@ import time
 from typing import TYPE_CHECKING
 
 from longtask.store import items as item_store
-from longtask.store.events import DELTA, Event
+from longtask.core.events import DELTA, Event
 
 if TYPE_CHECKING:
-    from longtask.worker.context import JobContext
+    from longtask.worker.context import RunContext
 
 COALESCE_SECONDS = 0.05
 
@@ -28,7 +28,7 @@ COALESCE_SECONDS = 0.05
 class TextStream:
     """The text one LLM call of an item writes, relayed as it comes."""
 
-    def __init__(self, ctx: JobContext, step: int) -> None:
+    def __init__(self, ctx: RunContext, step: int) -> None:
         self._ctx = ctx
         self.step = step
         self.text = ""  # what has been published

@@ -16,11 +16,10 @@ from starlette.types import Message, Receive
 
 from longtask.web.common import authenticate, int_query, uuid_value
 from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
-from longtask.core.errors import InvalidInput, PayloadTooLarge, Unprocessable
+from longtask.core.errors import Invalid, TooLarge, Unacceptable
 from longtask.store import documents as doc_store
-from longtask.store import files as file_store
-from longtask.store import tasks as task_store
-from longtask.store.tasks import NewItem
+from longtask.service import documents as documents_service
+from longtask.service.documents import Incoming
 
 MAX_QUERY_CHARS = 2000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -32,38 +31,33 @@ async def upload(request: Request) -> Response:
     settings = state.settings
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_request_bytes:
-        raise PayloadTooLarge(f"the request is over {settings.max_request_bytes} bytes")
+        raise TooLarge(f"the request is over {settings.max_request_bytes} bytes")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput("send the files as multipart/form-data, each in a `files` field",
+        raise Invalid("send the files as multipart/form-data, each in a `files` field",
                            code="invalid_multipart")
-    # refuse before reading the body: no point storing files for a task that cannot be made
-    await state.admission.room_in_queue()
-    await task_store.ensure_room(state.pool, tenant, settings.max_open_tasks)
+    await documents_service.ensure_room(state.deps, tenant)
     limited = Request(request.scope, _limit(request.receive, settings.max_request_bytes))
     try:
         form = await limited.form(max_files=settings.max_files, max_fields=20)
     except HTTPException as exc:
         if "Too many files" in str(exc.detail):
-            raise Unprocessable(f"at most {settings.max_files} files per upload",
+            raise Unacceptable(f"at most {settings.max_files} files per upload",
                                 code="too_many_files") from None
-        raise InvalidInput(f"malformed multipart body: {exc.detail}", code="invalid_multipart") \
+        raise Invalid(f"malformed multipart body: {exc.detail}", code="invalid_multipart") \
             from None
     try:
         uploads = [v for v in form.getlist("files") + form.getlist("file")
                    if isinstance(v, UploadFile)]
         if not uploads:
-            raise Unprocessable("no files: send each in a `files` field", code="no_files")
+            raise Unacceptable("no files: send each in a `files` field", code="no_files")
         metadata = _metadata(form.get("metadata"))
         reindex = str(form.get("reindex", "")).lower() in ("1", "true", "yes")
-        items = [await _store(state, tenant, up, metadata, reindex) for up in uploads]
+        ingesting = await documents_service.ingest(
+            state.deps, tenant, [Incoming(safe_filename(up.filename), up.read) for up in uploads],
+            metadata, reindex)
     finally:
         await form.close()
-    created = await task_store.create(
-        state.pool, tenant=tenant, kind="ingest", items=items, max_open=settings.max_open_tasks,
-        queue=settings.queue_name,
-        params={"files": [i.name for i in items], "reindex": reindex, "metadata": metadata})
-    return await accepted(state, created, documents=[  # which document each file became
-        {"filename": i.name, "document_id": i.payload.get("document_id")} for i in items])
+    return accepted(ingesting.created, documents=ingesting.documents)
 
 
 async def index(request: Request) -> Response:
@@ -98,9 +92,9 @@ async def search(request: Request) -> Response:
     state = request.state
     query = request.query_params.get("q", "").strip()
     if not query:
-        raise InvalidInput("`q` is required", code="invalid_query")
+        raise Invalid("`q` is required", code="invalid_query")
     if len(query) > MAX_QUERY_CHARS:
-        raise InvalidInput(f"`q` is over {MAX_QUERY_CHARS} characters", code="invalid_query")
+        raise Invalid(f"`q` is over {MAX_QUERY_CHARS} characters", code="invalid_query")
     k = int_query(request, "k", 5, 1, 50)
     document_id = request.query_params.get("document_id") or None
     if document_id is not None:
@@ -110,21 +104,6 @@ async def search(request: Request) -> Response:
     vector = (await embedder.embed([query]))[0]
     results = await doc_store.search(state.pool, tenant, vector, embedder.model, k, document_id)
     return JSONResponse({"query": query, "model": embedder.model, "results": results})
-
-
-async def _store(state: Any, tenant: str, up: UploadFile, metadata: dict[str, Any],
-                 reindex: bool) -> NewItem:
-    name = safe_filename(up.filename)
-    stored = await file_store.write(state.pool, tenant, up.read, state.settings.max_file_bytes)
-    if stored.id is None:
-        limit = state.settings.max_file_bytes
-        return NewItem({"filename": name, "rejected": {
-            "code": "too_large", "message": f"{stored.size} bytes; the limit is {limit}"}}, name)
-    document_id = await doc_store.upsert(state.pool, tenant, sha256=stored.sha256,
-                                         file_id=stored.id, filename=name, size=stored.size,
-                                         metadata=metadata)
-    return NewItem({"document_id": document_id, "file_id": stored.id, "filename": name,
-                    "size": stored.size, "reindex": reindex}, name)
 
 
 def safe_filename(raw: str | None) -> str:
@@ -140,9 +119,9 @@ def _metadata(raw: Any) -> dict[str, Any]:
     try:
         value = json.loads(str(raw))
     except (ValueError, RecursionError):
-        raise InvalidInput("`metadata` must be a JSON object", code="invalid_metadata") from None
+        raise Invalid("`metadata` must be a JSON object", code="invalid_metadata") from None
     if not isinstance(value, dict):
-        raise InvalidInput("`metadata` must be a JSON object", code="invalid_metadata")
+        raise Invalid("`metadata` must be a JSON object", code="invalid_metadata")
     return value
 
 
@@ -159,7 +138,7 @@ def _limit(receive: Receive, max_bytes: int) -> Receive:
         message = await receive()
         seen += len(message.get("body", b""))
         if seen > max_bytes:
-            raise PayloadTooLarge(f"the request is over {max_bytes} bytes")
+            raise TooLarge(f"the request is over {max_bytes} bytes")
         return message
 
     return limited

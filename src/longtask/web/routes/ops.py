@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from longtask.broker import queue
+from longtask.broker import admission
 from longtask.broker import keys as redis_keys
 from longtask.web.common import authenticate
 from longtask.obs.metrics import CONTENT_TYPE, Snapshot
@@ -52,7 +52,7 @@ async def stats(request: Request) -> Response:
         by_kind.setdefault(kind, {})[status] = n
     return JSONResponse({
         "tasks": {"by_status": by_status, "by_kind": by_kind},
-        "queue_depth": await queue.depth(state.arq, state.settings.queue_name),
+        "queue_depth": await admission.depth(state.arq, state.settings.queue_name),
         "workers_alive": await _workers_alive(state.arq),
         "open_streams": state.hub.listeners,
     })
@@ -63,7 +63,7 @@ async def metrics(request: Request) -> Response:
     state = request.state
     tasks, depth, workers = await asyncio.gather(
         _scrape("tasks", task_store.counts_all(state.pool)),
-        _scrape("queue_depth", queue.depth(state.arq, state.settings.queue_name)),
+        _scrape("queue_depth", admission.depth(state.arq, state.settings.queue_name)),
         _scrape("workers_alive", _workers_alive(state.arq)))
     body = state.metrics.render(Snapshot(tasks, depth, workers, state.hub.listeners))
     return Response(body, media_type=CONTENT_TYPE)

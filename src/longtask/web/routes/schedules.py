@@ -12,7 +12,7 @@ from starlette.routing import Route
 from longtask.service import cron
 from longtask.web.common import authenticate, int_query, json_body, uuid_value
 from longtask.web.routes.tasks import decode_cursor, encode_cursor
-from longtask.core.errors import InvalidInput
+from longtask.core.errors import Invalid
 from longtask.store import schedules as schedule_store
 from longtask.store.schedules import Schedule
 
@@ -22,7 +22,7 @@ async def create(request: Request) -> Response:
     state = request.state
     body = await json_body(request, state.settings.max_params_bytes)
     if not isinstance(body, dict):
-        raise InvalidInput('the body must be a JSON object: {"kind": ..., "params": {...}, '
+        raise Invalid('the body must be a JSON object: {"kind": ..., "params": {...}, '
                            '"cron": "0 * * * *"}')
     kind = state.registry.for_submit(body.get("kind"))
     params = {} if body.get("params") is None else body["params"]

@@ -33,9 +33,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from longtask.web.common import authenticate_stream, task_id
 from longtask.web.routes.stream import MAX_SEQ, resume_point
-from longtask.web.routes.tasks import cancel_task, task_body
-from longtask.core.errors import ApiError, InvalidInput
-from longtask.broker.events import replay_then_tail
+from longtask.service import tasks as tasks_service
+from longtask.web.routes.tasks import task_body
+from longtask.web.errors import status_of
+from longtask.core.errors import DomainError, Invalid
+from longtask.service.streams import replay_then_tail
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.store import tasks as task_store
 
@@ -56,8 +58,8 @@ async def socket(websocket: WebSocket) -> None:
         task = await task_store.get(state.pool, tenant, ident)
         resumed = "after" in websocket.query_params or "last-event-id" in websocket.headers
         after = resume_point(websocket) if resumed else None
-    except ApiError as exc:
-        return await _refuse(websocket, 4000 + exc.status_code, exc.code, exc.detail)
+    except DomainError as exc:
+        return await _refuse(websocket, 4000 + status_of(exc), exc.code, exc.detail)
     except DEPENDENCY_ERRORS:
         return await _refuse(websocket, TRY_LATER, "unavailable", "Postgres or Redis is away")
     await websocket.accept()
@@ -68,7 +70,7 @@ async def socket(websocket: WebSocket) -> None:
             return
         try:
             after = _after(first)
-        except InvalidInput as exc:
+        except Invalid as exc:
             return await session.close(4400, exc.code, exc.detail)
         if "after" not in first:
             await session.handle(first)
@@ -105,8 +107,8 @@ class _Session:
             return
         if error is None:
             await self.close(ENDED, "task ended")
-        elif isinstance(error, ApiError):  # NotFound: the task was deleted as the socket opened
-            await self.close(4000 + error.status_code, error.code, error.detail)
+        elif isinstance(error, DomainError):  # NotFound: the task was deleted as the socket opened
+            await self.close(4000 + status_of(error), error.code, error.detail)
         elif isinstance(error, DEPENDENCY_ERRORS):
             log.warning("socket for task %s: a backing service is away: %r", self.ident, error)
             await self.close(TRY_LATER, "unavailable", "Postgres or Redis is away; reconnect")
@@ -143,8 +145,8 @@ class _Session:
                                     "detail": '`action` must be "ping" or "cancel"'})
         try:
             await self.state.admission.request(self.tenant)
-            task = await cancel_task(self.state, self.tenant, self.ident)
-        except ApiError as exc:
+            task = await tasks_service.cancel(self.state.deps, self.tenant, self.ident)
+        except DomainError as exc:
             return await self.send({"type": "error", "error": exc.code, "detail": exc.detail})
         except DEPENDENCY_ERRORS:
             return await self.send({"type": "error", "error": "unavailable",
@@ -179,7 +181,7 @@ class _Session:
 def _after(message: dict[str, Any]) -> int:
     value = message.get("after", 0)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
-        raise InvalidInput(f"`after` must be a sequence number from 0 to {MAX_SEQ}",
+        raise Invalid(f"`after` must be a sequence number from 0 to {MAX_SEQ}",
                            code="invalid_after")
     return value
 

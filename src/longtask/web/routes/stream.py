@@ -18,9 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from longtask.web.common import authenticate_stream, task_id
-from longtask.core.errors import InvalidInput
-from longtask.broker.events import replay_then_tail
-from longtask.store.events import Event
+from longtask.core.errors import Invalid
+from longtask.service.streams import replay_then_tail
+from longtask.core.events import Event
 
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
 MAX_SEQ = 2**63 - 1  # task_events.seq is a bigint
@@ -73,10 +73,10 @@ def resume_point(request: HTTPConnection) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput("Last-Event-ID / `after` must be a sequence number",
+        raise Invalid("Last-Event-ID / `after` must be a sequence number",
                            code="invalid_query") from None
     if not 0 <= value <= MAX_SEQ:
-        raise InvalidInput(f"Last-Event-ID / `after` must be from 0 to {MAX_SEQ}",
+        raise Invalid(f"Last-Event-ID / `after` must be from 0 to {MAX_SEQ}",
                            code="invalid_query")
     return value
 

@@ -12,17 +12,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from longtask.broker import queue
 from longtask.core import tokens
 from longtask.web.common import authenticate, int_query, json_body, task_id
-from longtask.core.errors import InvalidInput
-from longtask.broker.events import announce_cancel, publish
-from longtask.core.kinds import params_hash
+from longtask.core.errors import Invalid
 from longtask.store import items as item_store
 from longtask.store import tasks as task_store
-from longtask.store.tasks import Task
+from longtask.core.models import Created, Task
+from longtask.service import tasks as tasks_service
+from longtask.core.status import ALL as STATUSES
 
-STATUSES = ("pending", "running", "completed", "failed", "canceled")
 _MAX_IDEMPOTENCY_KEY = 200
 _MAX_DEADLINE = 30 * 86400
 _MAX_DEFER = 30 * 86400  # run_at / delay: at most this far ahead
@@ -34,27 +32,21 @@ async def submit(request: Request) -> Response:
     state = request.state
     body = await json_body(request, state.settings.max_params_bytes)
     if not isinstance(body, dict):
-        raise InvalidInput('the body must be a JSON object: {"kind": ..., "params": {...}}')
+        raise Invalid('the body must be a JSON object: {"kind": ..., "params": {...}}')
     kind = state.registry.for_submit(body.get("kind"))
     params = {} if body.get("params") is None else body["params"]
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
-        raise InvalidInput(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
+        raise Invalid(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
                            code="invalid_idempotency_key")
     deadline = body.get("deadline_seconds")
     if deadline is not None and (not isinstance(deadline, (int, float)) or isinstance(
             deadline, bool) or not 0 < deadline <= _MAX_DEADLINE):
-        raise InvalidInput(f"`deadline_seconds` must be a number of seconds up to {_MAX_DEADLINE}",
+        raise Invalid(f"`deadline_seconds` must be a number of seconds up to {_MAX_DEADLINE}",
                            code="invalid_deadline")
-    run_at = start_time(body)
-    await state.admission.room_in_queue()
-    created = await task_store.create(
-        state.pool, tenant=tenant, kind=kind.name, params=params, items=kind.split(params),
-        idempotency_key=key, request_hash=params_hash(kind.name, params) if key else None,
-        deadline_seconds=deadline, max_open=state.settings.max_open_tasks, run_at=run_at,
-        queue=state.settings.queue_name,
-    )
-    return await accepted(state, created)
+    created = await tasks_service.submit(state.deps, tenant, kind, params, idempotency_key=key,
+                                         deadline_seconds=deadline, run_at=start_time(body))
+    return accepted(created)
 
 
 def start_time(body: dict[str, Any]) -> datetime | None:
@@ -63,11 +55,11 @@ def start_time(body: dict[str, Any]) -> datetime | None:
     run_at, delay = body.get("run_at"), body.get("delay")
     now = datetime.now(timezone.utc)
     if run_at is not None and delay is not None:
-        raise InvalidInput("give `run_at` or `delay`, not both", code="invalid_run_at")
+        raise Invalid("give `run_at` or `delay`, not both", code="invalid_run_at")
     if delay is not None:
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) \
                 or not 0 <= delay <= _MAX_DEFER:
-            raise InvalidInput(f"`delay` must be a number of seconds from 0 to {_MAX_DEFER}",
+            raise Invalid(f"`delay` must be a number of seconds from 0 to {_MAX_DEFER}",
                                code="invalid_delay")
         return now + timedelta(seconds=delay)
     if run_at is None:
@@ -77,10 +69,10 @@ def start_time(body: dict[str, Any]) -> datetime | None:
     except ValueError:
         when = None
     if when is None or when.tzinfo is None:
-        raise InvalidInput("`run_at` must be an ISO 8601 time with a timezone, e.g. "
+        raise Invalid("`run_at` must be an ISO 8601 time with a timezone, e.g. "
                            "2030-01-01T09:00:00Z", code="invalid_run_at")
     if not now - _PAST_GRACE <= when <= now + timedelta(seconds=_MAX_DEFER):
-        raise InvalidInput(f"`run_at` must be from a minute ago to {_MAX_DEFER // 86400} days "
+        raise Invalid(f"`run_at` must be from a minute ago to {_MAX_DEFER // 86400} days "
                            "ahead", code="invalid_run_at")
     return max(when, now)
 
@@ -88,20 +80,11 @@ def start_time(body: dict[str, Any]) -> datetime | None:
 async def retry(request: Request) -> Response:
     """Run a finished task's failed items again, as a new task that points at it."""
     tenant = await authenticate(request)
-    state = request.state
-    old, items = await task_store.failed_items(state.pool, tenant, task_id(request))
-    await state.admission.room_in_queue()
-    created = await task_store.create(state.pool, tenant=tenant, kind=old.kind, params=old.params,
-                                      items=items, retry_of=old.id,
-                                      max_open=state.settings.max_open_tasks,
-                                      queue=state.settings.queue_name)
-    return await accepted(state, created)
+    return accepted(await tasks_service.retry(request.state.deps, tenant, task_id(request)))
 
 
-async def accepted(state: Any, created: task_store.Created, **extra: Any) -> Response:
-    """Enqueue after commit (the reconciler covers a failure here), then answer 202."""
-    state.admission.enqueued(await queue.enqueue(state.arq, state.settings.queue_name,
-                                                 created.jobs))
+def accepted(created: Created, **extra: Any) -> Response:
+    """202 with the task (and `extra`), whose jobs the service has enqueued."""
     headers = {"Location": f"/tasks/{created.task.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -120,14 +103,14 @@ async def index(request: Request) -> Response:
     tenant = await authenticate(request)
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
-        raise InvalidInput(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
+        raise Invalid(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
     kind = request.query_params.get("kind") or None
     schedule = request.query_params.get("schedule_id") or None
     if schedule is not None:
         try:
             schedule = str(uuid.UUID(schedule))
         except ValueError:
-            raise InvalidInput("`schedule_id` must be a schedule's id", code="invalid_query") \
+            raise Invalid("`schedule_id` must be a schedule's id", code="invalid_query") \
                 from None
     limit = int_query(request, "limit", 50, 1, 200)
     before = decode_cursor(request.query_params.get("cursor"))
@@ -139,22 +122,13 @@ async def index(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     tenant = await authenticate(request)
-    return JSONResponse(task_body(await cancel_task(request.state, tenant, task_id(request))))
-
-
-async def cancel_task(state: Any, tenant: str, ident: str) -> Task:
-    """Cancel a task and tell its listeners and workers (POST .../cancel and the WebSocket's
-    `{"action": "cancel"}`). Conflict if it ended otherwise; idempotent if canceled."""
-    canceled = await task_store.cancel(state.pool, tenant, ident)
-    if canceled.events:
-        await publish(state.arq, canceled.events)
-        await announce_cancel(state.arq, canceled.task.id)
-    return canceled.task
+    task = await tasks_service.cancel(request.state.deps, tenant, task_id(request))
+    return JSONResponse(task_body(task))
 
 
 async def delete(request: Request) -> Response:
     tenant = await authenticate(request)
-    await task_store.delete(request.state.pool, tenant, task_id(request))
+    await tasks_service.delete(request.state.deps, tenant, task_id(request))
     return Response(status_code=204)
 
 
@@ -197,7 +171,7 @@ def decode_cursor(raw: str | None) -> tuple[datetime, str] | None:
         when, _, ident = text.partition("|")
         return datetime.fromisoformat(when), str(uuid.UUID(ident))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("`cursor` is not one this server gave out", code="invalid_cursor") \
+        raise Invalid("`cursor` is not one this server gave out", code="invalid_cursor") \
             from None
 
 

@@ -11,9 +11,10 @@
 // Live LLM text (`delta`, `text`) is never stored and has no id of its own (it arrives with the
 // id of the stored event before it), so it bypasses that check and goes to `onLive`.
 
+import { TERMINAL } from "./status.js";
+
 const TYPES = ["status", "item", "progress", "step"];
 const LIVE_TYPES = ["delta", "text"];
-export const TERMINAL = ["completed", "failed", "canceled"];
 const MAX_BACKOFF_MS = 15000;
 
 export class TaskStream {

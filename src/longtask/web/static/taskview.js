@@ -3,9 +3,8 @@
 
 import { AnswerView } from "./answer.js";
 import { $, el, percentText } from "./dom.js";
-import { TERMINAL } from "./stream.js";
+import { TERMINAL } from "./status.js";
 
-const FINAL_ITEM = ["completed", "failed", "canceled"];
 
 export class TaskView {
   constructor(task) {
@@ -59,24 +58,24 @@ export class TaskView {
     }
     if (this.ended) {
       for (const item of this.items.values()) {
-        if (!FINAL_ITEM.includes(item.status)) item.status = "canceled";
+        if (!TERMINAL.includes(item.status)) item.status = "canceled";
       }
     }
   }
 
   applyItem(data) {
     const item = this.item(data.item, data.name);
-    if (FINAL_ITEM.includes(item.status)) return;  // an item's outcome never changes back
+    if (TERMINAL.includes(item.status)) return;  // an item's outcome never changes back
     item.status = data.status;
     if (data.error) item.error = data.error;
     Object.assign(item, counts(data.result));
-    if (FINAL_ITEM.includes(data.status)) item.percent = 100;
+    if (TERMINAL.includes(data.status)) item.percent = 100;
   }
 
   applyProgress(data) {
     const item = this.item(data.item, data.name);
     if (data.task_percent !== undefined) this.percent = Math.max(this.percent, data.task_percent);
-    if (FINAL_ITEM.includes(item.status)) return;
+    if (TERMINAL.includes(item.status)) return;
     item.status = "running";
     item.percent = Math.max(item.percent ?? 0, data.percent ?? 0);
     item.stage = data.stage ?? item.stage;
@@ -105,7 +104,7 @@ export class TaskView {
     $("overall-bar").value = this.percent;
     $("current-live").textContent =
       `stream ${this.streamState} · last event #${this.lastSeq} · ${this.received} received`;
-    const done = [...this.items.values()].filter((i) => FINAL_ITEM.includes(i.status)).length;
+    const done = [...this.items.values()].filter((i) => TERMINAL.includes(i.status)).length;
     $("overall-text").textContent =
       `${percentText(this.percent)} · ${done} of ${this.items.size} done`;
     $("files").replaceChildren(...[...this.items.entries()]
@@ -121,7 +120,7 @@ export class TaskView {
 function fileRow(item) {
   const state = item.error && item.status !== "completed"
     ? `${item.status}: ${item.error.code}` : item.status;
-  const details = [FINAL_ITEM.includes(item.status) ? null : item.stage];
+  const details = [TERMINAL.includes(item.status) ? null : item.stage];
   if (item.pages_total) details.push(`pages ${item.pages ?? 0}/${item.pages_total}`);
   if (item.chunks_total) details.push(`chunks ${item.chunks ?? 0}/${item.chunks_total}`);
   const label = `${item.name}: ${percentText(item.percent)}`;

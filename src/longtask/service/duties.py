@@ -1,0 +1,50 @@
+"""The periodic duties that keep Postgres and Redis in step (one worker does each per beat):
+reap items whose worker died, end tasks past their deadline, re-enqueue what Redis lost."""
+
+from __future__ import annotations
+
+import logging
+
+from longtask.broker import queue
+from longtask.broker.outbox import announce_cancel
+from longtask.service.deps import Deps
+from longtask.service.tasks import enqueue
+from longtask.store import items as item_store
+from longtask.store import tasks as task_store
+
+log = logging.getLogger(__name__)
+
+RECONCILE_AFTER_SECONDS = 10.0  # a pending item older than this with no ARQ job is re-enqueued
+RECONCILE_EVERY_SECONDS = 5.0
+RECONCILE_HORIZON_SECONDS = 60.0  # deferred items are re-enqueued only this close to their time
+
+
+async def reap(deps: Deps) -> int:
+    """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
+    ARQ's job_timeout; end tasks past their deadline. The number of items and tasks moved."""
+    settings = deps.settings
+    jobs, events = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
+                                                  settings.queue_name)
+    ended = await task_store.expire_deadlines(deps.pool)
+    deps.outbox.send(events + ended)
+    for event in ended:
+        await announce_cancel(deps.redis, event.task_id)
+    return await enqueue(deps, jobs) + len(ended)
+
+
+async def reconcile(deps: Deps) -> int:
+    """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
+    ignores a job id it still holds. A pending item whose job a worker took long ago without
+    claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
+    one until job_timeout."""
+    pending = await item_store.pending_jobs(deps.pool, RECONCILE_AFTER_SECONDS,
+                                            RECONCILE_HORIZON_SECONDS, deps.settings.queue_name)
+    if not pending:
+        return 0
+    taken = await queue.taken(deps.redis, pending)
+    lost = [job for job, held in zip(pending, taken) if held]
+    if lost:
+        log.warning("%d item job(s) were taken by a worker that never claimed them", len(lost))
+        pending = [job for job, held in zip(pending, taken) if not held]
+        pending += await item_store.retake(deps.pool, lost)
+    return await enqueue(deps, pending)
