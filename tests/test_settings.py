@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from longtask.core.errors import ConfigError
-from longtask.broker.queue import redis_settings
+from longtask.broker.connection import redis_settings
 from longtask.config import Settings
 
 

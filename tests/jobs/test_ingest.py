@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
@@ -106,6 +107,7 @@ async def test_typed_errors_for_scans_and_non_pdfs(tenant_a: Tenant, live_worker
                      "notes.pdf": "unsupported_type"}
 
 
+@pytest.mark.timeout(300)  # waits up to 240 s for 300 pages to be embedded on a busy machine
 async def test_the_loop_keeps_moving_while_a_long_pdf_parses(tenant_a: Tenant,
                                                              live_worker: Worker,
                                                              pool: asyncpg.Pool) -> None:

@@ -69,7 +69,7 @@ class Cursor:
                 raise exc
             raise ConnectionFailed(f"the event stream kept dropping ({self.failures - 1} "
                                    f"reconnects): {exc or 'closed early'}") from exc
-        delay = min(10.0, self.wait_hint * 2 ** (self.failures - 1))
+        delay: float = min(10.0, self.wait_hint * 2.0 ** (self.failures - 1))
         if isinstance(exc, Unavailable) and exc.retry_after:
             delay = max(delay, exc.retry_after)
         delay *= 0.5 + self._rand.random() / 2

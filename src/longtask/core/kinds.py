@@ -48,7 +48,7 @@ class Kind:
     public: bool = True  # False: made by the server itself (e.g. from an upload), not POST /tasks
 
     def split(self, params: Any) -> list[NewItem]:
-        """The task's items, from its params; a bad params object is the caller's 422."""
+        """The task's items, from its params; a bad params object is the caller's error (Unacceptable)."""
         if self.items is None:
             return [NewItem(params, self.name)]
         try:

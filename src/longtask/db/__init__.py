@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from longtask.core.errors import ConfigError
 
 Pool = asyncpg.Pool
-Connection = asyncpg.Connection
+Conn = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or one the pool lent
+Db = asyncpg.Pool | Conn  # where a store function runs its statements
 
 IDLE_IN_TRANSACTION = "10s"
 
@@ -32,7 +34,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 @asynccontextmanager
-async def transaction(db: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(db: Db) -> AsyncIterator[Conn]:
     """A transaction on a connection from `db`, or, when `db` is a connection already, a
     savepoint inside the caller's transaction (whose failure rolls back only this part)."""
     if isinstance(db, asyncpg.Pool):
@@ -63,3 +65,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def returned(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row of a statement that always returns one (an INSERT ... RETURNING, a SELECT over a
+    CTE): None here is a bug, not a missing row."""
+    if row is None:
+        raise RuntimeError("a statement that returns a row returned none")
+    return row

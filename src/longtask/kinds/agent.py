@@ -32,8 +32,8 @@ _CITATION = re.compile(r"\[([^\[\],]+?),\s*p+\.?\s*(\d+)(?:\s*[-–]\s*\d+)?\]")
 
 
 def _checked(params: Any) -> list[Any]:
-    """The one item, the params, checked when the task is submitted: a bad one is a 422 then,
-    not a failed task later."""
+    """The one item, the params, checked when the task is submitted: a bad one is refused then
+    (Unacceptable), not a failed task later."""
     try:
         _read(params)
     except PermanentError as exc:

@@ -16,7 +16,7 @@ MAX_LENGTH = 200
 
 
 def validate(expression: object) -> str:
-    """The expression, stripped, if it is one that fires; Invalid (400) otherwise."""
+    """The expression, stripped, if it is one that fires; Invalid otherwise."""
     if not isinstance(expression, str) or not 0 < len(expression.strip()) <= MAX_LENGTH:
         raise Invalid(f"`cron` must be a cron expression of up to {MAX_LENGTH} characters, "
                            "e.g. `0 * * * *` or, with seconds first, `*/10 * * * * *`",

@@ -1,6 +1,6 @@
 """Which exceptions mean "a backing service is away", not "this request or item is bad".
 
-The web process answers them with 503; a worker hands the item back to run again, instead of
+The web process answers them as Unavailable; a worker hands the item back to run again, instead of
 failing it for something that was not its fault.
 """
 

@@ -7,6 +7,8 @@ import secrets
 
 import asyncpg
 
+from longtask.db import Db
+
 KEY_PREFIX = "lt_"
 
 
@@ -14,7 +16,7 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
-async def create(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, name: str = "") -> str:
+async def create(pool: Db, tenant: str, name: str = "") -> str:
     """Make a key for `tenant`; the only time the key itself is seen."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     await pool.execute(
@@ -26,9 +28,10 @@ async def create(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, name: str
 
 async def tenant_for(pool: asyncpg.Pool, key: str) -> str | None:
     """The tenant of a live key. The lookup is by hash, so timing tells nothing of the key."""
-    return await pool.fetchval(
+    tenant: str | None = await pool.fetchval(
         "SELECT tenant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_key(key)
     )
+    return tenant
 
 
 async def revoke(pool: asyncpg.Pool, prefix: str) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from longtask.db import Conn, Db, returned
 from longtask.core.events import Event
 from longtask.core.status import ACTIVE_SQL, TERMINAL
 
@@ -24,14 +25,14 @@ RETURNING task_id, seq, type, data, created_at
 """
 
 
-async def append(conn: asyncpg.Connection | asyncpg.Pool, task_id: str, type_: str,
+async def append(conn: Db, task_id: str, type_: str,
                  data: dict[str, Any]) -> Event | None:
     """Store an event; None if the task has ended (or is gone)."""
     row = await conn.fetchrow(_APPEND, task_id, type_, data)
     return _event(row) if row else None
 
 
-async def insert_at(conn: asyncpg.Connection, task_id: str, tenant: str, seq: int, type_: str,
+async def insert_at(conn: Conn, task_id: str, tenant: str, seq: int, type_: str,
                     data: dict[str, Any]) -> Event:
     """Store an event whose sequence number the caller took with the task's own UPDATE."""
     row = await conn.fetchrow(
@@ -39,7 +40,7 @@ async def insert_at(conn: asyncpg.Connection, task_id: str, tenant: str, seq: in
         " RETURNING task_id, seq, type, data, created_at",
         task_id, seq, tenant, type_, data,
     )
-    return _event(row)
+    return _event(returned(row))
 
 
 # A stream's catch-up in one round trip: the task's state, a page of its events after a sequence

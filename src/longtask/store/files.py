@@ -80,8 +80,9 @@ async def copy_to(pool: asyncpg.Pool, tenant: str, file_id: str, path: Path) -> 
 
 
 async def head(pool: asyncpg.Pool, tenant: str, file_id: str) -> bytes | None:
-    return await pool.fetchval("SELECT head FROM files WHERE id = $1 AND tenant = $2",
-                               file_id, tenant)
+    head: bytes | None = await pool.fetchval(
+        "SELECT head FROM files WHERE id = $1 AND tenant = $2", file_id, tenant)
+    return head
 
 
 async def purge_orphans(pool: asyncpg.Pool, older_than_hours: float = 24.0) -> int:

@@ -38,12 +38,13 @@ async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
 async def heartbeat(pool: asyncpg.Pool, item_id: str, owner: str,
                     lease_seconds: float) -> str | None:
     """Renew the lease; the task's status, or None if the lease is no longer ours."""
-    return await pool.fetchval(
+    status: str | None = await pool.fetchval(
         f"UPDATE task_items i SET lease_expires_at = {_LEASE}, updated_at = now()"
         " FROM tasks t WHERE i.id = $1 AND i.lease_owner = $2 AND i.status = 'running'"
         " AND t.id = i.task_id RETURNING t.status",
         item_id, owner, lease_seconds,
     )
+    return status
 
 
 async def progress(pool: asyncpg.Pool, reports: list[Report]) -> list[Event | None]:

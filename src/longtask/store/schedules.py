@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from longtask.db import transaction
+from longtask.db import Conn, Db, returned, transaction
 from longtask.core.errors import NotFound, LimitReached
 
 
@@ -58,17 +58,17 @@ async def create(pool: asyncpg.Pool, *, tenant: str, kind: str, params: Any, cro
             f"INSERT INTO schedules (tenant, kind, params, cron, next_run_at, queue)"
             f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
             tenant, kind, params, cron, next_run(cron, now), queue)
-    return _schedule(row)
+    return _schedule(returned(row))
 
 
-async def get(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, ident: str,
+async def get(pool: Db, tenant: str, ident: str,
               lock: bool = False) -> Schedule:
     row = await pool.fetchrow(
         f"SELECT {_COLUMNS} FROM schedules WHERE id = $1 AND tenant = $2"
         + (" FOR UPDATE" if lock else ""), ident, tenant)
     if row is None:
         raise NotFound(f"no schedule {ident}")
-    return _schedule(row)
+    return _schedule(returned(row))
 
 
 async def list_page(pool: asyncpg.Pool, tenant: str, *, limit: int,
@@ -94,7 +94,7 @@ async def set_paused(pool: asyncpg.Pool, tenant: str, ident: str, paused: bool,
             f"UPDATE schedules SET paused = $2, next_run_at = $3, updated_at = now()"
             f" WHERE id = $1 RETURNING {_COLUMNS}",
             ident, paused, None if paused else next_run(schedule.cron, now))
-    return _schedule(row)
+    return _schedule(returned(row))
 
 
 async def delete(pool: asyncpg.Pool, tenant: str, ident: str) -> None:
@@ -104,7 +104,7 @@ async def delete(pool: asyncpg.Pool, tenant: str, ident: str) -> None:
         raise NotFound(f"no schedule {ident}")
 
 
-async def claim_due(conn: asyncpg.Connection,
+async def claim_due(conn: Conn,
                     queue: str) -> tuple[Schedule, datetime] | None:
     """A schedule of `queue` whose slot has come, locked for this transaction (another scheduler
     skips it), and the transaction's time; None if none is due."""
@@ -114,7 +114,7 @@ async def claim_due(conn: asyncpg.Connection,
     return (_schedule(row), row["now"]) if row else None
 
 
-async def advance(conn: asyncpg.Connection, schedule: Schedule, following: datetime,
+async def advance(conn: Conn, schedule: Schedule, following: datetime,
                   task_id: str | None, error: dict[str, Any] | None) -> bool:
     """Record that the slot `schedule.next_run_at` fired (or why it made no task) and move on to
     `following`; False if another scheduler moved it first (the caller rolls back)."""

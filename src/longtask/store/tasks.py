@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from longtask.db import transaction
+from longtask.db import Db, returned, transaction
 from longtask.config import DEFAULT_QUEUE
 from longtask.core.errors import Conflict, NotFound, LimitReached
 from longtask.core.models import Canceled, Created, NewItem, PendingJob, Task, item_job_id
@@ -55,7 +55,7 @@ SELECT room.ok AS room, t.* FROM room LEFT JOIN t ON true
 
 
 async def create(
-    db: asyncpg.Pool | asyncpg.Connection,
+    db: Db,
     *,
     tenant: str,
     kind: str,
@@ -81,10 +81,10 @@ async def create(
         first["run_at"] = run_at.astimezone(timezone.utc).isoformat()
     in_savepoint = transaction(db) if isinstance(db, asyncpg.Connection) else nullcontext(db)
     async with in_savepoint as conn:
-        row = await conn.fetchrow(
+        row = returned(await conn.fetchrow(
             _CREATE, tenant, kind, params, idempotency_key, request_hash, retry_of,
             deadline_seconds, run_at, schedule_id, queue, first, max_open, item_ids,
-            [i.name for i in items], [i.payload for i in items], job_ids)
+            [i.name for i in items], [i.payload for i in items], job_ids))
         if row["id"] is None:
             if idempotency_key is not None:  # a replay is never refused for want of room
                 replay = await _replay(conn, tenant, idempotency_key, request_hash)
@@ -112,7 +112,7 @@ def _no_room(max_open: int | None) -> LimitReached:
         retry_after=OPEN_TASKS_RETRY_AFTER)
 
 
-async def get(pool: asyncpg.Pool | asyncpg.Connection, tenant: str, task_id: str) -> Task:
+async def get(pool: Db, tenant: str, task_id: str) -> Task:
     row = await pool.fetchrow(
         f"SELECT {_COLUMNS} FROM tasks WHERE id = $1 AND tenant = $2", task_id, tenant
     )
@@ -174,7 +174,7 @@ async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
                 f"UPDATE tasks SET items_done = items_done + $2 WHERE id = $1 RETURNING {_COLUMNS}",
                 task_id, skipped,
             )
-        task = _task(row)
+        task = _task(returned(row))
         event = await insert_at(conn, task_id, tenant, task.last_seq, "status",
                                 {"status": "canceled"})
     return Canceled(task, [event])
@@ -231,7 +231,7 @@ async def purge_finished(pool: asyncpg.Pool, older_than_days: float, batch: int 
     """Delete tasks that ended more than `older_than_days` ago; the retention cron calls this."""
     total = 0
     while True:
-        deleted = await pool.fetchval(
+        deleted: int = await pool.fetchval(
             "WITH d AS (DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
             " WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2) RETURNING 1)"
             " SELECT count(*) FROM d",
@@ -258,7 +258,7 @@ async def counts_all(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
     return [(r["kind"], r["status"], r["n"]) for r in rows]
 
 
-async def _replay(conn: asyncpg.Pool | asyncpg.Connection, tenant: str, key: str,
+async def _replay(conn: Db, tenant: str, key: str,
                   request_hash: str | None) -> Created | None:
     """The task an earlier request with this Idempotency-Key made; None if there is none."""
     row = await conn.fetchrow(
