@@ -16,8 +16,10 @@ import httpx
 
 from longtask.broker import keys as redis_keys
 from longtask.dev.embedded import free_port
+from longtask import samples
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = samples.FOLDER  # the sample PDFs, package data (src/longtask/samples)
 T = TypeVar("T")
 
 
