@@ -95,6 +95,15 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+def app_from_env() -> Starlette:
+    """The web process from the environment: `uvicorn --factory longtask.web.app:app_from_env`
+    (what `longtask dev` runs; it needs no file outside the package)."""
+    from longtask.obs.logs import configure_logging
+
+    configure_logging()
+    return create_app(Settings.from_env())
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return _error(exc.status_code, exc.code, exc.detail, exc.headers)
