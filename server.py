@@ -1,8 +1,6 @@
-"""The web process: `uvicorn server:app`."""
+"""The web process for the Procfile: `uvicorn server:app`. The package's own entry point, which
+needs no checkout, is `uvicorn --factory longtask.web.app:app_from_env`."""
 
-from longtask.web.app import create_app
-from longtask.obs.logs import configure_logging
-from longtask.config import Settings
+from longtask.web.app import app_from_env
 
-configure_logging()
-app = create_app(Settings.from_env())
+app = app_from_env()

@@ -1,8 +1,6 @@
-"""The worker process: `arq worker.WorkerSettings`."""
+"""The worker process for the Procfile: `arq worker.WorkerSettings`. The package's own entry
+point, which needs no checkout, is `arq longtask.worker.main.WorkerSettings`."""
 
-from longtask.worker.main import worker_settings
-from longtask.obs.logs import configure_logging
-from longtask.config import Settings
+from longtask.worker.main import WorkerSettings
 
-configure_logging()
-WorkerSettings = worker_settings(Settings.from_env())
+__all__ = ["WorkerSettings"]

@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 
 from bench._report import Report, cli
-from bench._stack import ROOT, Stack, descendants, proc_status
+from bench._stack import Stack, descendants, proc_status
+from longtask.samples import FOLDER as SAMPLES
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.pdf import PdfParser
 from longtask.testing import pdfs
 
 
 def corpus(pages: int, docs: int) -> list[tuple[str, bytes]]:
-    files = [(f"{s.filename}.pdf", (ROOT / "samples" / f"{s.filename}.pdf").read_bytes())
+    files = [(f"{s.filename}.pdf", (SAMPLES / f"{s.filename}.pdf").read_bytes())
              for s in pdfs.SAMPLES]
     files += [(f"generated-{i}.pdf", pdfs.many_pages_pdf(pages, seed=i)) for i in range(docs)]
     return files

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from longtask.testing import pdfs
-from tests.support import ROOT, wait_status
+from tests.support import SAMPLES, wait_status
 
 SAMPLE = pdfs.SAMPLES[1]
 ANSWER = "The levain should double within six hours, then it is ready for mixing"
@@ -35,8 +35,8 @@ def step_of(body: Any) -> int:
 
 async def indexed_sample(stack: Any) -> dict[str, str]:
     """Index SAMPLE and one other sample on the stack; their document ids by file name."""
-    pdf = (ROOT / "samples" / f"{SAMPLE.filename}.pdf").read_bytes()
-    other = (ROOT / "samples" / f"{pdfs.SAMPLES[0].filename}.pdf").read_bytes()
+    pdf = (SAMPLES / f"{SAMPLE.filename}.pdf").read_bytes()
+    other = (SAMPLES / f"{pdfs.SAMPLES[0].filename}.pdf").read_bytes()
     upload = await stack.client.post("/documents", files=[
         ("files", (f"{SAMPLE.filename}.pdf", pdf, "application/pdf")),
         ("files", (f"{pdfs.SAMPLES[0].filename}.pdf", other, "application/pdf"))])

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,8 +16,10 @@ import httpx
 
 from longtask.broker import keys as redis_keys
 from longtask.dev.embedded import free_port
+from longtask import samples
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = samples.FOLDER  # the sample PDFs, package data (src/longtask/samples)
 T = TypeVar("T")
 
 
@@ -37,16 +39,18 @@ async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
 class Proc:
     """One web or worker process, logging to a file the test report can show."""
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path,
+                 cwd: Path = ROOT) -> None:
         self.name = name
         self.args = args
         self.env = dict(env)
+        self.cwd = cwd
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log,
+        self.popen = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         return self
@@ -87,11 +91,15 @@ class Proc:
 
 
 class Web(Proc):
-    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+    """uvicorn serving `app` (the checkout's server.py unless told; `python`: another venv's)."""
+
+    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path, *,
+                 python: str = sys.executable, app: Sequence[str] = ("server:app",),
+                 cwd: Path = ROOT) -> None:
         self.port = free_port()
-        super().__init__(name, [sys.executable, "-m", "uvicorn", "server:app", "--host",
-                                "127.0.0.1", "--port", str(self.port), "--timeout-graceful-shutdown",
-                                "5"], env, log_dir)
+        super().__init__(name, [python, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port",
+                                str(self.port), "--timeout-graceful-shutdown", "5"],
+                         env, log_dir, cwd)
 
     @property
     def url(self) -> str:
@@ -112,8 +120,12 @@ class Web(Proc):
 
 
 class Worker(Proc):
-    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
-        super().__init__(name, [sys.executable, "-m", "arq", "worker.WorkerSettings"], env, log_dir)
+    """An ARQ worker on `settings` (the checkout's worker.py unless told)."""
+
+    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path, *,
+                 python: str = sys.executable, settings: str = "worker.WorkerSettings",
+                 cwd: Path = ROOT) -> None:
+        super().__init__(name, [python, "-m", "arq", settings], env, log_dir, cwd)
 
     async def ready(self, redis: Any, timeout: float = 30.0) -> Worker:
         pattern = redis_keys.worker_key(f"*:{self.pid}:*")

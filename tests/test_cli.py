@@ -22,7 +22,7 @@ from longtask.testing import pdfs
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of
 from tests.conftest import Services, Tenant
-from tests.support import (ROOT, CuttableProxy, Web, Worker, fake_providers, task_status,
+from tests.support import (ROOT, SAMPLES, CuttableProxy, Web, Worker, fake_providers, task_status,
                            wait_for, wait_status)
 
 
@@ -64,7 +64,7 @@ async def test_submit_follow_then_ls_show_and_search(services: Services, web: We
                                                     tenant_a: Tenant,
                                                     live_worker: Worker) -> None:
     env = _env(services, web, tenant_a)
-    samples = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "samples").glob("*.pdf"))
+    samples = sorted(str(p.relative_to(ROOT)) for p in SAMPLES.glob("*.pdf"))
     run = await _cli(env, "submit", *samples, "--follow", "--metadata", '{"team": "cli"}')
     assert run.returncode == 0, run.stdout + run.stderr
     task_id = run.stdout.split()[1].rstrip(":")

@@ -17,7 +17,7 @@ from longtask.client.errors import (ConnectionFailed, Conflict, InvalidRequest, 
 from longtask.client.models import Event
 from longtask.dev.embedded import free_port
 from tests.conftest import Tenant
-from tests.support import ROOT, CuttableProxy, Web, Worker, sse_events, wait_for
+from tests.support import ROOT, SAMPLES, CuttableProxy, Web, Worker, sse_events, wait_for
 
 FANOUT = {"items": [{"name": "good"}, {"name": "bad", "fail": True}]}
 
@@ -132,7 +132,7 @@ async def test_wait_ends_with_a_typed_timeout(client_a: Client, tenant_a: Tenant
 
 
 async def test_upload_and_search(client_a: Client, tenant_b: Tenant, live_worker: Worker) -> None:
-    sample = ROOT / "samples" / "sourdough.pdf"
+    sample = SAMPLES / "sourdough.pdf"
     up = client_a.upload([sample, ("notes.txt", b"not a pdf")], metadata={"team": "bakery"})
     assert [d.filename for d in up.documents] == ["sourdough.pdf", "notes.txt"]
     done = client_a.wait(up.task.id, timeout=90)

@@ -17,7 +17,7 @@ import pytest
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Tenant
-from tests.support import ROOT, fake_providers, wait_status
+from tests.support import SAMPLES, fake_providers, wait_status
 
 MISSING = str(uuid.uuid4())
 JSON = {"Content-Type": "application/json"}
@@ -153,7 +153,7 @@ async def test_each_bad_request_gets_a_clear_4xx(name: str, tenant_a: Tenant, a_
 
 
 def _good(sample: pdfs.Sample) -> bytes:
-    return (ROOT / "samples" / f"{sample.filename}.pdf").read_bytes()
+    return (SAMPLES / f"{sample.filename}.pdf").read_bytes()
 
 
 # filename -> (content, the outcome: "indexed" or a typed error code)

@@ -17,7 +17,7 @@ from longtask.web.routes import tasks
 from longtask.testing import pdfs
 from tests.conftest import Tenant
 from tests.sockets import socket_events, ws_url
-from tests.support import ROOT, Web, Worker, wait_status
+from tests.support import SAMPLES, Web, Worker, wait_status
 
 SAMPLE = pdfs.SAMPLES[0]
 
@@ -35,7 +35,7 @@ def routes_with_ids() -> set[tuple[str, str]]:
 async def test_another_tenants_ids_answer_404_everywhere(tenant_a: Tenant, tenant_b: Tenant,
                                                         live_worker: Worker, web: Web,
                                                         pool: asyncpg.Pool) -> None:
-    pdf = (ROOT / "samples" / f"{SAMPLE.filename}.pdf").read_bytes()
+    pdf = (SAMPLES / f"{SAMPLE.filename}.pdf").read_bytes()
     upload = (await tenant_a.client.post(
         "/documents", files=[("files", (f"{SAMPLE.filename}.pdf", pdf, "application/pdf"))])).json()
     await wait_status(tenant_a.client, upload["id"], {"completed"}, timeout=120)

@@ -11,13 +11,13 @@ import pytest
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Tenant
-from tests.support import ROOT, Worker, sse_events, task_status, wait_for, wait_status
+from tests.support import SAMPLES, Worker, sse_events, task_status, wait_for, wait_status
 
 STAGES = ["validate", "parse", "chunk", "summarise", "embed", "store"]
 
 
 def sample_files() -> list[tuple[str, bytes]]:
-    return [(f"{s.filename}.pdf", (ROOT / "samples" / f"{s.filename}.pdf").read_bytes())
+    return [(f"{s.filename}.pdf", (SAMPLES / f"{s.filename}.pdf").read_bytes())
             for s in pdfs.SAMPLES[:3]]
 
 

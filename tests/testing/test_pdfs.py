@@ -6,7 +6,7 @@ import pymupdf
 import pytest
 
 from longtask.testing import pdfs
-from tests.support import ROOT
+from tests.support import SAMPLES
 
 
 def _open(data: bytes) -> pymupdf.Document:
@@ -15,7 +15,7 @@ def _open(data: bytes) -> pymupdf.Document:
 
 def test_samples_are_committed_as_generated_and_hold_their_phrase() -> None:
     for sample in pdfs.SAMPLES:
-        committed = (ROOT / "samples" / f"{sample.filename}.pdf").read_bytes()
+        committed = (SAMPLES / f"{sample.filename}.pdf").read_bytes()
         assert committed == pdfs.text_pdf(sample.title, sample.pages)
         with _open(committed) as doc:
             assert doc.page_count == len(sample.pages)

@@ -15,7 +15,7 @@ from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.agents import SAMPLE, indexed_sample, script
 from tests.conftest import Tenant
-from tests.support import ROOT, Web, Worker, fake_providers, task_status, wait_for, wait_status
+from tests.support import SAMPLES, Web, Worker, fake_providers, task_status, wait_for, wait_status
 from tests.web.driver import ARTIFACTS, Scenario, browser_or_skip
 
 pytestmark = pytest.mark.timeout(300)
@@ -27,7 +27,7 @@ def _browser() -> None:
 
 
 def _sample_paths(count: int) -> list[str]:
-    return [str(ROOT / "samples" / f"{s.filename}.pdf") for s in pdfs.SAMPLES[:count]]
+    return [str(SAMPLES / f"{s.filename}.pdf") for s in pdfs.SAMPLES[:count]]
 
 
 def _clean(seen: dict[str, Any]) -> None:

@@ -270,7 +270,13 @@ class EmbeddedRedis(_Service):
 def _pg_bin(name: str) -> Path:
     with warnings.catch_warnings():  # pgserver's import warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
+        try:
+            from pgserver._commands import POSTGRES_BIN_PATH
+        except ModuleNotFoundError as exc:
+            if exc.name != "pgserver":
+                raise
+            raise ConfigError("DATABASE_URL is unset and embedded PostgreSQL needs pgserver: "
+                              "pip install 'longtask[dev]', or set DATABASE_URL") from exc
 
     return Path(POSTGRES_BIN_PATH) / name
 

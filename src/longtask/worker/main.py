@@ -135,6 +135,15 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def __getattr__(name: str) -> Any:
+    """`arq longtask.worker.main.WorkerSettings`: the worker process from the environment (what
+    `longtask dev` runs). Built when arq asks for it, so importing this module does no I/O."""
+    if name == "WorkerSettings":
+        logs.configure_logging()
+        return worker_settings(Settings.from_env())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 async def _listen_for_cancels(services: Services, running: Running) -> None:
     """Stop a canceled task's running items at once (the heartbeat is the slower fallback)."""
     while True:
