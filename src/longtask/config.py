@@ -245,3 +245,16 @@ def _delays(raw: str) -> tuple[float, ...]:
     if not values or any(v < 0 for v in values):
         raise ValueError("must be a comma-separated list of non-negative seconds, e.g. 60,120,240")
     return values
+
+
+def require_services(settings: Settings) -> tuple[str, str]:
+    """The Postgres and Redis URLs a web or worker process runs on; ConfigError naming the
+    variable that is unset (`longtask dev` and the Procfile's entry points fill them in)."""
+    for name, value in (("DATABASE_URL", settings.database_url),
+                        ("REDIS_URL", settings.redis_url)):
+        if not value:
+            raise ConfigError(f"{name} is not set: point it at your "
+                              f"{'PostgreSQL (with pgvector)' if name == 'DATABASE_URL' else 'Redis'}"
+                              ", or run `longtask dev` for embedded ones")
+    assert settings.database_url and settings.redis_url
+    return settings.database_url, settings.redis_url

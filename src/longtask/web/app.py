@@ -3,7 +3,6 @@ handler that renders every error as {"error": code, "detail": ...}."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from longtask.dev import embedded
 from longtask.broker import connection
 from longtask.web import openapi, request_id
 from longtask.web.errors import domain_response, error_response
@@ -34,7 +32,7 @@ from longtask.core.kinds import Registry
 from longtask.obs.metrics import WebMetrics
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
-from longtask.config import Settings
+from longtask.config import Settings, require_services
 from longtask.store import meta
 
 log = logging.getLogger(__name__)
@@ -42,28 +40,27 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> Starlette:
+    database_url, redis_url = require_services(settings)
     registry = Registry.from_modules(settings.kinds)
     described = openapi.spec(registry)
     metrics = WebMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        resolved = await asyncio.to_thread(embedded.resolve, settings)
-        assert resolved.database_url and resolved.redis_url
-        pool = await create_pool(resolved.database_url, min_size=resolved.db_pool_min,
-                                 max_size=resolved.db_pool_max)
-        arq = await connection.connect(resolved.redis_url)
+        pool = await create_pool(database_url, min_size=settings.db_pool_min,
+                                 max_size=settings.db_pool_max)
+        arq = await connection.connect(redis_url)
         hub = Hub(arq)
         await hub.start()
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
-        query_embedder = (providers.embedder(resolved, http) if resolved.embed_url
-                          else RemoteEmbedder(arq, resolved.embed_model))
-        admission = Admission(resolved, arq)
-        deps = Deps.open(resolved, pool, arq, admission=admission)
+        query_embedder = (providers.embedder(settings, http) if settings.embed_url
+                          else RemoteEmbedder(arq, settings.embed_model))
+        admission = Admission(settings, arq)
+        deps = Deps.open(settings, pool, arq, admission=admission)
         try:
             yield {
-                "settings": resolved, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
-                "keys": KeyCache(pool), "secret": resolved.secret or await meta.shared_secret(pool),
+                "settings": settings, "pool": pool, "arq": arq, "hub": hub, "registry": registry,
+                "keys": KeyCache(pool), "secret": settings.secret or await meta.shared_secret(pool),
                 "admission": admission, "openapi": described,
                 "query_embedder": query_embedder, "metrics": metrics,
                 "deps": deps,

@@ -19,7 +19,6 @@ from arq.worker import Retry, func
 from redis.exceptions import RedisError
 
 from longtask.broker import embed_rpc
-from longtask.dev import embedded
 from longtask.obs import logs
 from longtask.broker import queue
 from longtask.broker import connection
@@ -34,7 +33,7 @@ from longtask.obs.metrics import WorkerMetrics
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.pipeline.embed import LocalEmbedder
-from longtask.config import Settings
+from longtask.config import Settings, require_services
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
 
@@ -44,8 +43,7 @@ log = logging.getLogger(__name__)
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Everything `arq worker.WorkerSettings` needs, from one Settings."""
-    settings = embedded.resolve(settings)
-    assert settings.database_url and settings.redis_url
+    database_url, redis_url = require_services(settings)
     registry = Registry.from_modules(settings.kinds)
     running = Running()
     metrics = WorkerMetrics()
@@ -53,12 +51,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     stop_metrics: list[Callable[[], None]] = []
 
     async def startup(ctx: dict[str, Any]) -> None:
-        assert settings.database_url
         logs.adopt("arq")  # the arq command installed its own plain handler after our set-up
         connection.retry_handshakes(ctx["redis"])
         if settings.metrics_port:
             stop_metrics.append(metrics.serve(settings.metrics_port))
-        pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+        pool = await create_pool(database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
         services = Services(
             settings=settings, pool=pool, redis=ctx["redis"],
@@ -120,7 +117,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": connection.redis_settings(settings.redis_url, connection.WORKER_RETRIES),
+        "redis_settings": connection.redis_settings(redis_url, connection.WORKER_RETRIES),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,
         "job_completion_wait": int(settings.shutdown_grace),
