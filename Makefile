@@ -16,8 +16,10 @@ demo: setup                     ## set up, start everything locally, run a job a
 dev: setup                      ## web + worker on embedded Postgres and Redis until Ctrl-C
 	$(BIN)/longtask dev
 
-test: setup browser-deps        ## lint, then the test suite (real Postgres, Redis, uvicorn, workers, chromium)
-	$(BIN)/ruff check --select F,E9 src tests bench
+test: setup browser-deps        ## lint, layers, types, then the test suite (real Postgres, Redis, uvicorn, workers, chromium)
+	$(BIN)/ruff check
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: setup                    ## every benchmark of issue 7; writes bench/RESULTS.md (~15 min)
