@@ -1,0 +1,244 @@
+"""One frozen `Settings`, read from the environment once by `server.py`, `worker.py` or the CLI.
+
+Each variable is declared once, as a field of `Settings` below: its environment name, the parser
+of its text (so its type), its default and one line of help (see `var.setting`). The dataclass
+default, `from_env` and the README's table (`python -m longtask.config --markdown README.md`) all
+come from that declaration. Every variable is parsed and checked here, so a typo fails at start
+with a message naming the variable, never deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from longtask.config import parse
+from longtask.config.var import Computed, Var, read_set, setting
+from longtask.core.errors import ConfigError
+
+__all__ = ["CLIENT", "DEFAULT_QUEUE", "Settings", "Var", "markdown", "read", "require_services",
+           "variables"]
+
+DEFAULT_QUEUE = "longtask:queue"
+
+
+def _cores_up_to_4() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process is configured with; see `Var` and the README's table."""
+
+    database_url: str | None = setting(
+        "DATABASE_URL", str, None, shown="embedded",
+        help="Postgres with pgvector; `postgres://` and `postgresql://` both work")
+    redis_url: str | None = setting(
+        "REDIS_URL", str, None, shown="embedded",
+        help="`redis://`, `rediss://` (self-signed certificates accepted unless "
+             "`?ssl_cert_reqs=required`) or `unix://`")
+    port: int = setting("PORT", parse.port, 8000, "web port")
+    kinds: tuple[str, ...] = setting(
+        "LONGTASK_KINDS", parse.csv, (), "modules with your job kinds, comma-separated")
+    worker_concurrency: int = setting(
+        "LONGTASK_WORKER_CONCURRENCY", parse.positive_int, 16, "items one worker runs at once")
+    job_timeout: float = setting(
+        "LONGTASK_JOB_TIMEOUT", parse.positive_float, 3600.0,
+        "ARQ's hard limit for one item, seconds")
+    item_timeout: float = setting(
+        "LONGTASK_ITEM_TIMEOUT", parse.positive_float, 1800.0,
+        "the soft limit: the item is stopped, cleaned up and fails as `timeout` "
+        "(a kind may set its own)")
+    lease_seconds: float = setting(
+        "LONGTASK_LEASE_SECONDS", parse.positive_float, 20.0, "a running item's lease, seconds")
+    heartbeat_seconds: float = setting(
+        "LONGTASK_HEARTBEAT_SECONDS", parse.positive_float, 5.0,
+        "how often the lease is renewed (shorter than the lease)")
+    reaper_seconds: int = setting(
+        "LONGTASK_REAPER_SECONDS", parse.divisor_of_60, 5,
+        "how often expired leases go to another worker (and deadlines are checked)")
+    shutdown_grace: float = setting(
+        "LONGTASK_SHUTDOWN_GRACE", parse.positive_float, 20.0,
+        "on SIGTERM, running items get this long to finish; then they are handed back")
+    webhook_url: str | None = setting(
+        "LONGTASK_WEBHOOK_URL", parse.url, None,
+        "POSTed `{event, tenant, task}` when a task ends failed or with failed items")
+    max_retries: int = setting(
+        "LONGTASK_MAX_RETRIES", parse.non_negative_int, 3, "retries of transient errors")
+    retry_delays: tuple[float, ...] = setting(
+        "LONGTASK_RETRY_DELAYS", parse.delays, (60.0, 120.0, 240.0),
+        "seconds before each retry, comma-separated; the last one repeats")
+    retention_days: float = setting(
+        "LONGTASK_RETENTION_DAYS", parse.positive_float, 30.0, "ended tasks are deleted after this")
+    sse_ping_seconds: float = setting(
+        "LONGTASK_SSE_PING_SECONDS", parse.positive_float, 15.0,
+        "keep-alive pings on event streams, seconds")
+    stream_token_ttl: float = setting(
+        "LONGTASK_STREAM_TOKEN_TTL", parse.positive_float, 600.0,
+        "lifetime of a stream token, seconds")
+    secret: str = setting(
+        "LONGTASK_SECRET", str, "", shown="kept in Postgres",
+        help="signs stream tokens; unset, one is made and kept in Postgres")
+    cors_origins: tuple[str, ...] = setting(
+        "LONGTASK_CORS_ORIGINS", parse.origins, (),
+        "origins allowed to call the API from a browser, e.g. `https://app.example.com` "
+        "(a wildcard is refused)")
+    # backpressure
+    rate_limit: str = setting(
+        "LONGTASK_RATE_LIMIT", parse.rates, "100/second",
+        "requests per tenant, shared by all web processes (`10/second;500/minute`; `off`); "
+        "past it: 429 + `Retry-After`")
+    max_open_tasks: int = setting(
+        "LONGTASK_MAX_OPEN_TASKS", parse.positive_int, 10_000,
+        "tasks a tenant may have pending or running; past it: 429 + `Retry-After`")
+    max_schedules: int = setting(
+        "LONGTASK_MAX_SCHEDULES", parse.positive_int, 1000,
+        "schedules a tenant may have; past it: 429")
+    max_queue_depth: int = setting(
+        "LONGTASK_MAX_QUEUE_DEPTH", parse.positive_int, 100_000,
+        "jobs waiting in the queue, all tenants; past it submits get 503 + `Retry-After`")
+    # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
+    llm_url: str | None = setting(
+        "LONGTASK_LLM_URL", parse.url, None, shown="offline",
+        help="an OpenAI-compatible chat endpoint, e.g. `https://api.openai.com/v1`; "
+             "unset: extractive summaries")
+    llm_api_key: str | None = setting("LONGTASK_LLM_API_KEY", str, None, "the LLM endpoint's key")
+    llm_model: str = setting("LONGTASK_LLM_MODEL", str, "gpt-4o-mini", "the LLM's model name")
+    llm_timeout: float = setting(
+        "LONGTASK_LLM_TIMEOUT", parse.positive_float, 60.0, "seconds for one LLM call")
+    llm_rate: str = setting(
+        "LONGTASK_LLM_RATE", parse.rate, "", shown="none",
+        help="requests to the LLM, shared by all workers, e.g. `500/minute`")
+    llm_token_rate: str = setting(
+        "LONGTASK_LLM_TOKEN_RATE", parse.rate, "", shown="none",
+        help="tokens to the LLM, shared by all workers, e.g. `200000/minute`")
+    embed_url: str | None = setting(
+        "LONGTASK_EMBED_URL", parse.url, None, shown="offline",
+        help="an OpenAI-compatible `/embeddings` endpoint; unset: the local model in the workers")
+    embed_api_key: str | None = setting(
+        "LONGTASK_EMBED_API_KEY", str, None, "the embeddings endpoint's key")
+    embed_model: str = setting(
+        "LONGTASK_EMBED_MODEL", str, "all-MiniLM-L6-v2", "the embedding model's name")
+    embed_batch: int = setting(
+        "LONGTASK_EMBED_BATCH", parse.positive_int, 32, "chunks per embedding call")
+    # uploads and documents
+    chunk_tokens: int = setting(
+        "LONGTASK_CHUNK_TOKENS", parse.positive_int, 200,
+        "chunk size in tokens (words and punctuation)")
+    chunk_overlap: int = setting(
+        "LONGTASK_CHUNK_OVERLAP", parse.non_negative_int, 40,
+        "tokens shared by neighbouring chunks (fewer than the chunk size)")
+    max_request_bytes: int = setting(
+        "LONGTASK_MAX_REQUEST_BYTES", parse.positive_int, 512 * 1024 * 1024,
+        "the largest upload request (413 past it)")
+    max_file_bytes: int = setting(
+        "LONGTASK_MAX_FILE_BYTES", parse.positive_int, 100 * 1024 * 1024,
+        "the largest file in an upload (typed `too_large` past it)")
+    max_files: int = setting(
+        "LONGTASK_MAX_FILES", parse.positive_int, 200, "files in one upload (422 past it)")
+    max_pages: int = setting(
+        "LONGTASK_MAX_PAGES", parse.positive_int, 2000, "longer PDFs end as `too_many_pages`")
+    parse_processes: int = setting(
+        "LONGTASK_PARSE_PROCESSES", parse.positive_int,
+        Computed(_cores_up_to_4, "cores, at most 4"),
+        "PyMuPDF parser processes per worker")
+    parse_timeout: float = setting(
+        "LONGTASK_PARSE_TIMEOUT", parse.positive_float, 120.0,
+        "seconds for one batch of pages; past it the parser is killed and the file fails as "
+        "`timeout` (decompression bombs)")
+    # the processes themselves
+    queue_name: str = setting("LONGTASK_QUEUE", str, DEFAULT_QUEUE, "the ARQ queue name")
+    data_dir: Path = setting(
+        "LONGTASK_DATA_DIR", Path, Path(".data"), "where the embedded services live")
+    pg_fast: bool = setting(
+        "LONGTASK_PG_FAST", parse.flag, False,
+        "`1` (the tests set it): the embedded Postgres runs without fsync")
+    db_pool_min: int = setting(
+        "LONGTASK_DB_POOL_MIN", parse.non_negative_int, 1,
+        "Postgres connections a process keeps open")
+    db_pool_max: int = setting(
+        "LONGTASK_DB_POOL_MAX", parse.positive_int, 10, "Postgres connections a process may open")
+    max_params_bytes: int = setting(
+        "LONGTASK_MAX_PARAMS_BYTES", parse.positive_int, 256 * 1024,
+        "the largest `POST /tasks` body (413 past it)")
+    metrics_port: int | None = setting(
+        "LONGTASK_METRICS_PORT", parse.port, None,
+        "a worker serves its Prometheus metrics on this port (all interfaces); unset: not served")
+    log_level: str = setting("LOG_LEVEL", parse.log_level, "INFO", "the lowest level logged")
+    log_format: str = setting(
+        "LOG_FORMAT", parse.log_format, "text",
+        "`text` for people; `json`: one JSON object per line, with `request_id`, `task_id`, "
+        "`item_id`")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(**read_set(_fields(cls), env))  # what is unset keeps the field's default
+        if settings.heartbeat_seconds >= settings.lease_seconds:
+            raise ConfigError(
+                "LONGTASK_HEARTBEAT_SECONDS must be shorter than LONGTASK_LEASE_SECONDS "
+                f"({settings.heartbeat_seconds} >= {settings.lease_seconds})"
+            )
+        if settings.job_timeout < 5:
+            raise ConfigError("LONGTASK_JOB_TIMEOUT must be at least 5 seconds")
+        if settings.item_timeout >= settings.job_timeout:
+            raise ConfigError("LONGTASK_ITEM_TIMEOUT (soft) must be shorter than "
+                              "LONGTASK_JOB_TIMEOUT (hard)")
+        if settings.chunk_overlap >= settings.chunk_tokens:
+            raise ConfigError("LONGTASK_CHUNK_OVERLAP must be smaller than LONGTASK_CHUNK_TOKENS")
+        if settings.db_pool_min > settings.db_pool_max:
+            raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
+        return settings
+
+    def retry_delay(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based); the last delay repeats."""
+        delays = self.retry_delays or (0.0,)
+        return delays[min(attempt, len(delays)) - 1]
+
+
+def require_services(settings: Settings) -> tuple[str, str]:
+    """The Postgres and Redis URLs a web or worker process runs on; ConfigError naming the
+    variable that is unset (`longtask dev` and the Procfile's entry points fill them in)."""
+    for name, value in (("DATABASE_URL", settings.database_url),
+                        ("REDIS_URL", settings.redis_url)):
+        if not value:
+            raise ConfigError(f"{name} is not set: point it at your "
+                              f"{'PostgreSQL (with pgvector)' if name == 'DATABASE_URL' else 'Redis'}"
+                              ", or run `longtask dev` for embedded ones")
+    assert settings.database_url and settings.redis_url
+    return settings.database_url, settings.redis_url
+
+
+# Read by `longtask.client`, which imports nothing server-side: declared here so that the README's
+# table is whole; the client reads them itself (and a test checks it keeps to this default).
+CLIENT: tuple[Var[Any], ...] = (
+    Var("LONGTASK_URL", str, "http://127.0.0.1:8000", "the client and CLI: the server to call"),
+    Var("LONGTASK_API_KEY", str, None, "the client and CLI: the API key they send"),
+)
+
+
+def variables() -> dict[str, Var[Any]]:
+    """Every declared variable by name, in the README's order."""
+    return {var.env: var for _, var in _fields(Settings)} | {var.env: var for var in CLIENT}
+
+
+def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One declared variable's value, for code that runs without a `Settings` handed to it."""
+    var = variables()[name]
+    values = read_set([(name, var)], os.environ if environ is None else environ)
+    return values[name] if name in values else var.value()
+
+
+def markdown() -> str:
+    """The README's environment table, one row per declared variable."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [var.row() for var in variables().values()]
+    return "\n".join(rows) + "\n"
+
+
+def _fields(cls: type[Settings]) -> Iterator[tuple[str, Var[Any]]]:
+    for f in fields(cls):
+        yield f.name, f.metadata["var"]
