@@ -7,5 +7,6 @@ from longtask.dev import embedded
 from longtask.obs.logs import configure_logging
 from longtask.web.app import create_app
 
-configure_logging()
-app = create_app(embedded.resolve(Settings.from_env()))
+settings = Settings.from_env()
+configure_logging(settings)
+app = create_app(embedded.resolve(settings))

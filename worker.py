@@ -8,5 +8,6 @@ from longtask.dev import embedded
 from longtask.obs.logs import configure_logging
 from longtask.worker.main import worker_settings
 
-configure_logging()
-WorkerSettings = worker_settings(embedded.resolve(Settings.from_env()))
+settings = Settings.from_env()
+configure_logging(settings)
+WorkerSettings = worker_settings(embedded.resolve(settings))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._report import Figure, cells
+from longtask import config
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -104,7 +105,7 @@ def machine_info() -> dict[str, str]:
         "Python": platform.python_version(),
         "Redis": redis.split()[2] if redis else "?",
         "PostgreSQL": "16 (pgserver, fsync " +
-                      ("off" if os.environ.get("LONGTASK_PG_FAST") else "on") + ")",
+                      ("off" if config.read("LONGTASK_PG_FAST") else "on") + ")",
         "packages": ", ".join(versions),
         "load average at the start": " ".join(map(str, os.getloadavg())),
     }

@@ -11,8 +11,8 @@ from typing import Any
 
 from arq.worker import func
 
-from longtask.broker import queue
-from longtask.broker import connection
+from longtask import config
+from longtask.broker import connection, queue
 
 
 async def noop(ctx: dict[str, Any], *args: Any) -> None:
@@ -23,7 +23,7 @@ class WorkerSettings:
     functions = [func(noop, name=queue.RUN_ITEM)]
     redis_settings = connection.redis_settings(os.environ["REDIS_URL"], connection.WORKER_RETRIES)
     queue_name = os.environ["BENCH_QUEUE"]
-    max_jobs = int(os.environ.get("LONGTASK_WORKER_CONCURRENCY", "16"))
+    max_jobs = config.read("LONGTASK_WORKER_CONCURRENCY")  # longtask's own default and check
     keep_result = 60
     max_tries = 100
     poll_delay = 0.05

@@ -18,8 +18,9 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from longtask.core.errors import ConfigError
+from longtask import config
 from longtask.config import Settings
+from longtask.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def resolve(settings: Settings) -> Settings:
     database_url = settings.database_url
     redis_url = settings.redis_url
     if not database_url:
-        database_url = EmbeddedPostgres(data_dir / "pg").ensure_running()
+        database_url = EmbeddedPostgres(data_dir / "pg", fast=settings.pg_fast).ensure_running()
     if not redis_url:
         redis_url = EmbeddedRedis(data_dir / "redis").ensure_running()
     return replace(settings, database_url=database_url, redis_url=redis_url)
@@ -70,7 +71,13 @@ class _Service:
 
 
 class EmbeddedPostgres(_Service):
-    """A PostgreSQL 16 + pgvector cluster (pgserver's binaries)."""
+    """A PostgreSQL 16 + pgvector cluster (pgserver's binaries); `fast`: without fsync (None: as
+    LONGTASK_PG_FAST says when it starts)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *,
+                 fast: bool | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.fast = fast
 
     @property
     def url(self) -> str:
@@ -82,6 +89,7 @@ class EmbeddedPostgres(_Service):
         self._initdb()
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         listen = "127.0.0.1" if self.port is not None else ""
+        fast = config.read("LONGTASK_PG_FAST") if self.fast is None else self.fast
         args = [
             str(_pg_bin("postgres")),
             "-D", str(self.data_dir),
@@ -89,7 +97,7 @@ class EmbeddedPostgres(_Service):
             "-h", listen,
             "-p", str(self.port or 5432),
             "-c", "max_connections=300",
-            "-c", "fsync=off" if os.environ.get("LONGTASK_PG_FAST") else "fsync=on",
+            "-c", "fsync=off" if fast else "fsync=on",
         ]
         logfile = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(

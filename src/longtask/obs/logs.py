@@ -4,21 +4,20 @@ LOG_FORMAT=text (the default) is for people; LOG_FORMAT=json writes one JSON obj
 (time, level, logger, message, and request_id / task_id / item_id when known, exc for a
 traceback) for a log pipeline. The ids come from context variables: the request-id middleware
 sets request_id, the runner task_id and item_id around an item's run. Stream tokens and bearer
-keys are masked in both formats.
+keys are masked in both formats. `Settings` reads and checks both variables.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from longtask.core.errors import ConfigError
+from longtask.config import Settings
 
 IDS = ("request_id", "task_id", "item_id")
 _VARS: dict[str, ContextVar[str | None]] = {
@@ -27,13 +26,9 @@ _SECRETS = re.compile(r"(?i)([?&](?:token|key|api_key)=|bearer\s+)[^\s&\"']+")
 _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
-def configure_logging(environ: Mapping[str, str] | None = None) -> None:
-    env = os.environ if environ is None else environ
-    level = env.get("LOG_LEVEL", "INFO").upper()
-    level = level if level in logging.getLevelNamesMapping() else "INFO"
-    style = env.get("LOG_FORMAT", "text").strip().lower() or "text"
-    if style not in ("text", "json"):
-        raise ConfigError(f"LOG_FORMAT={style!r}: must be text or json")
+def configure_logging(settings: Settings) -> None:
+    """Log at `settings.log_level`, in `settings.log_format` (text or json)."""
+    level, style = settings.log_level, settings.log_format
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if style == "json" else
                          TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

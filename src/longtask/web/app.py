@@ -103,8 +103,9 @@ def app_from_env() -> Starlette:
     (what `longtask dev` runs; it needs no file outside the package)."""
     from longtask.obs.logs import configure_logging
 
-    configure_logging()
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

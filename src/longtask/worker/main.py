@@ -136,8 +136,9 @@ def __getattr__(name: str) -> Any:
     """`arq longtask.worker.main.WorkerSettings`: the worker process from the environment (what
     `longtask dev` runs). Built when arq asks for it, so importing this module does no I/O."""
     if name == "WorkerSettings":
-        logs.configure_logging()
-        return worker_settings(Settings.from_env())
+        settings = Settings.from_env()
+        logs.configure_logging(settings)
+        return worker_settings(settings)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
