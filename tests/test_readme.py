@@ -1,4 +1,5 @@
-"""The README's Python example works as written, against a real server and worker."""
+"""The README's Python example works as written, against a real server and worker; its
+environment table is the one `longtask.config` declares."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import subprocess
 import sys
 
+from longtask.config import Computed, variables
 from tests.conftest import Tenant
 from tests.support import ROOT, Web, Worker
 
@@ -29,3 +31,35 @@ async def test_readme_python_example(tenant_a: Tenant, web: Web, live_worker: Wo
     ids = [int(line.split()[0]) for line in lines[:-1]]
     assert ids == list(range(1, len(ids) + 1))
     assert lines[-2].split()[1] == "status" and '"completed"' in lines[-2]
+
+
+def _env_table() -> dict[str, tuple[str, str]]:
+    """The README's environment table: variable -> (default, meaning), as written."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"^\| variable \| default \| meaning \|\n\|---\|---\|---\|\n((?:\|.*\|\n)+)",
+                      readme, re.M)
+    assert match, "the README lost its environment table"
+    rows: dict[str, tuple[str, str]] = {}
+    for line in match.group(1).splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        assert len(cells) == 3, f"not a row of three cells: {line}"
+        name = re.fullmatch(r"`([A-Z][A-Z0-9_]*)`", cells[0])
+        assert name, f"one variable per row, in backquotes: {line}"
+        assert name.group(1) not in rows, f"{name.group(1)} is listed twice"
+        rows[name.group(1)] = (cells[1], cells[2])
+    return rows
+
+
+def test_readme_env_table_matches_the_declaration() -> None:
+    """Every declared variable is in the table with its default and help, and nothing else is.
+    To mend it: edit longtask.config, then `python -m longtask.config --markdown README.md`."""
+    table, declared = _env_table(), variables()
+    assert sorted(set(table) - set(declared)) == [], "listed in the README, declared nowhere"
+    assert sorted(set(declared) - set(table)) == [], "declared, missing from the README"
+    for name, var in declared.items():
+        default, meaning = table[name]
+        assert (default, meaning) == (var.shown_default(), var.help), name
+        if var.shown or isinstance(var.default, Computed) or var.default in (None, ""):
+            continue  # words, not a value: "embedded", "cores, at most 4", "" ...
+        # the default as written, read back the way the variable is read, is the default used
+        assert var.parse(default.split(" (")[0]) == var.default, name

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
-from longtask.core.errors import ConfigError
 from longtask.broker.connection import redis_settings
-from longtask.config import Settings
+from longtask.client.calls import DEFAULT_URL
+from longtask.config import CLIENT, Computed, Settings, read, variables
+from longtask.config.__main__ import main as config_main
+from longtask.core.errors import ConfigError
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "longtask"
 
 
 def test_defaults_and_values() -> None:
@@ -24,6 +32,7 @@ def test_defaults_and_values() -> None:
     ("PORT", "eighty"), ("PORT", "70000"), ("LONGTASK_WORKER_CONCURRENCY", "0"),
     ("LONGTASK_RETRY_DELAYS", "1,-2"), ("LONGTASK_LEASE_SECONDS", "nan"),
     ("LONGTASK_METRICS_PORT", "0"), ("LONGTASK_METRICS_PORT", "metrics"),
+    ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"), ("LONGTASK_PG_FAST", "fast"),
 ])
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -41,3 +50,63 @@ def test_heroku_style_redis_urls() -> None:
     strict = redis_settings("rediss://example.com:6380?ssl_cert_reqs=required")
     assert strict.ssl_cert_reqs == "required"
     assert redis_settings("unix:///tmp/r.sock").unix_socket_path == "/tmp/r.sock"
+
+
+def test_defaults_are_declared_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)  # a computed default, the same both ways
+    assert Settings.from_env({}) == Settings()
+    assert Settings().parse_processes == 4
+    names = [var.env for var in variables().values()]
+    assert len(names) == len(fields(Settings)) + len(CLIENT) == len(set(names))
+    for var in variables().values():
+        assert var.help and "\n" not in var.help, var.env
+        # words in the README's default column only where the value itself says nothing
+        assert not var.shown or var.default in (None, ""), var.env
+        assert not isinstance(var.default, Computed) or var.default.shown, var.env
+
+
+def test_logging_and_embedded_postgres_variables() -> None:
+    s = Settings.from_env({"LOG_LEVEL": "debug", "LOG_FORMAT": " JSON ", "LONGTASK_PG_FAST": "1"})
+    assert (s.log_level, s.log_format, s.pg_fast) == ("DEBUG", "json", True)
+    assert (Settings().log_level, Settings().log_format, Settings().pg_fast) == ("INFO", "text",
+                                                                                 False)
+    assert read("LONGTASK_PG_FAST", {"LONGTASK_PG_FAST": "off"}) is False
+    assert read("LONGTASK_PG_FAST", {}) is False
+    with pytest.raises(ConfigError, match="LONGTASK_PG_FAST='maybe'"):
+        read("LONGTASK_PG_FAST", {"LONGTASK_PG_FAST": "maybe"})
+
+
+# modules that may touch os.environ without going through longtask.config, and why
+OWN_ENV = {
+    "client/calls.py": "the client imports nothing server-side; reads what CLIENT declares",
+    "client/cli.py": "likewise",
+    "dev/run.py": "hands its environment on to the web and worker processes it starts",
+    "pipeline/embed.py": "sets Hugging Face's offline switches before loading the local model",
+}
+READ = re.compile(r"""(?:environ\.get|getenv)\(\s*["']([A-Z0-9_]+)["']|"""
+                  r"""environ\[\s*["']([A-Z0-9_]+)["']\s*\](?!\s*=[^=])""")
+
+
+def test_every_variable_read_in_src_is_declared() -> None:
+    declared = variables()
+    for path in sorted(SRC.rglob("*.py")):
+        module = path.relative_to(SRC).as_posix()
+        if module.startswith("config/"):
+            continue
+        text = path.read_text()
+        if re.search(r"\bos\.environ\b|\bgetenv\b", text):
+            assert module in OWN_ENV, f"{module} reads the environment: declare the variable " \
+                "in longtask.config and read it from Settings (or config.read)"
+        for match in READ.finditer(text):
+            name = match.group(1) or match.group(2)
+            assert name in declared, f"{module} reads {name}, not declared in longtask.config"
+    assert variables()["LONGTASK_URL"].default == DEFAULT_URL
+
+
+def test_the_readme_table_is_written_from_the_declaration(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n| variable | default | meaning |\n|---|---|---|\n"
+                      "| `OLD` | 1 | gone |\n\nafter\n")
+    assert config_main(["--markdown", str(readme)]) == 0
+    text = readme.read_text()
+    assert "`OLD`" not in text and "| `LOG_FORMAT` | text |" in text and text.endswith("\nafter\n")

@@ -19,8 +19,8 @@ from longtask.config import parse
 from longtask.config.var import Computed, Var, read_set, setting
 from longtask.core.errors import ConfigError
 
-__all__ = ["CLIENT", "DEFAULT_QUEUE", "Settings", "Var", "markdown", "read", "require_services",
-           "variables"]
+__all__ = ["CLIENT", "DEFAULT_QUEUE", "Computed", "Settings", "Var", "markdown", "read",
+           "require_services", "variables"]
 
 DEFAULT_QUEUE = "longtask:queue"
 
