@@ -4,13 +4,17 @@ event says when it was stored, the same live and replayed."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from longtask.broker import keys as redis_keys
+from longtask.store import events as event_store
 from tests.conftest import Services, Tenant
 from tests.support import (Web, Worker, assert_event_times, sse_events, sse_timed_events,
                            utc_now, wait_for, wait_status)
@@ -78,6 +82,26 @@ async def test_every_event_says_when_it_was_stored_the_same_live_and_replayed(
     assert replayed == live  # the same events, each with the same time to the microsecond
     resumed = await sse_timed_events(tenant_a.client, task_id, last_event_id=live[3][0])
     assert resumed == live[4:]
+
+
+async def test_an_event_published_without_its_time_is_read_from_postgres(
+        tenant_a: Tenant, live_worker: Worker, redis: Redis, pool: asyncpg.Pool) -> None:
+    """A worker of the release before `at` (still running during a deploy) publishes events
+    without it: the stream takes them from Postgres, which has the time."""
+    gate = "gate:old-worker"
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
+    await wait_status(tenant_a.client, task_id, {"running"})
+    streaming = asyncio.create_task(sse_timed_events(tenant_a.client, task_id))
+    await wait_for(lambda: _open_streams(tenant_a, 1), what="the stream to open")
+    old = await event_store.append(pool, task_id, "note", {"n": 1})
+    assert old is not None
+    await redis.publish(redis_keys.task_channel(task_id), json.dumps(
+        {"task_id": task_id, "seq": old.seq, "type": "note", "data": {"n": 1}}))
+    await redis.set(gate, 1)
+    live = await streaming
+    _assert_consecutive(live)
+    assert (old.seq, "note", {"n": 1}, old.at) in live
 
 
 async def _open_streams(tenant: Tenant, at_least: int) -> bool:
