@@ -75,6 +75,16 @@ async def stubborn(ctx: longtask.JobContext, params: Any) -> None:
     await asyncio.sleep(600)
 
 
+@longtask.kind("test.own_at")
+async def own_at(ctx: longtask.JobContext, params: Any) -> None:
+    """Puts a key `at` of its own in an event (`via` emit or progress): refused, as that key
+    carries every event's time."""
+    if params["via"] == "emit":
+        await ctx.emit("note", at="yesterday")
+    else:
+        await ctx.progress(50, at="yesterday")
+
+
 @longtask.kind("test.reporter", items=lambda params: list(range(params["items"])))
 async def reporter(ctx: longtask.JobContext, payload: int) -> None:
     """Reports progress `steps` times as fast as it can (many items at once: batched writes)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,13 +172,25 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
 async def sse_events(client: httpx.AsyncClient, task_id: str, *, last_event_id: int | None = None,
                      limit: int | None = None, params: dict[str, str] | None = None,
                      timeout: float = 30.0) -> list[tuple[int, str, dict[str, Any]]]:
-    """(id, event, data) of a task's stream until it closes, or until `limit` events came."""
+    """(id, event, data) of a task's stream until it closes, or until `limit` events came; the
+    data without its `at`, which every event must have (see `sse_timed_events`)."""
+    timed = await sse_timed_events(client, task_id, last_event_id=last_event_id, limit=limit,
+                                   params=params, timeout=timeout)
+    return [(seq, event, data) for seq, event, data, _ in timed]
+
+
+async def sse_timed_events(client: httpx.AsyncClient, task_id: str, *,
+                           last_event_id: int | None = None, limit: int | None = None,
+                           params: dict[str, str] | None = None, timeout: float = 30.0
+                           ) -> list[tuple[int, str, dict[str, Any], datetime]]:
+    """(id, event, data, at) of a task's stream: `at` taken out of each event's data, where the
+    SSE stream carries it, and checked to be in the wire form (`event_time`)."""
     import json
 
     from httpx_sse import aconnect_sse
 
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-    received: list[tuple[int, str, dict[str, Any]]] = []
+    received: list[tuple[int, str, dict[str, Any], datetime]] = []
     async with asyncio.timeout(timeout):
         async with aconnect_sse(client, "GET", f"/tasks/{task_id}/events", headers=headers,
                                 params=params) as source:
@@ -184,10 +198,46 @@ async def sse_events(client: httpx.AsyncClient, task_id: str, *, last_event_id: 
             async for sse in source.aiter_sse():
                 if not sse.data:
                     continue  # the retry hint and pings carry no data
-                received.append((int(sse.id), sse.event, json.loads(sse.data)))
+                data = json.loads(sse.data)
+                assert "at" in data, f"event {sse.id} {sse.event} has no `at`: {sse.data}"
+                at = event_time(data.pop("at"))
+                received.append((int(sse.id), sse.event, data, at))
                 if limit is not None and len(received) >= limit:
                     break
     return received
+
+
+_EVENT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def event_time(text: Any) -> datetime:
+    """An event's `at` as the wire carries it: ISO 8601 in UTC, to the microsecond, with a Z
+    ("2026-11-30T16:04:05.123456Z"); the time, timezone-aware."""
+    assert isinstance(text, str) and _EVENT_TIME.fullmatch(text), f"not an event time: {text!r}"
+    at = datetime.fromisoformat(text)
+    assert at.utcoffset() == timedelta(0)
+    return at
+
+
+def assert_event_times(seqs: Sequence[int], times: Sequence[datetime | None], start: datetime,
+                       end: datetime) -> None:
+    """Each event has a time, in UTC, between `start` and `end`, and the times of stored events
+    (seq > 0; pass 0 for live text) never go backwards as seq goes up."""
+    assert len(seqs) == len(times)
+    stored = []
+    for seq, at in zip(seqs, times, strict=True):
+        assert at is not None, f"event {seq} has no time"
+        assert at.tzinfo is not None and at.utcoffset() == timedelta(0), (seq, at)
+        assert start <= at <= end, f"event {seq} at {at}, not between {start} and {end}"
+        if seq > 0:
+            stored.append((seq, at))
+    stored.sort()
+    for (seq_a, at_a), (seq_b, at_b) in zip(stored, stored[1:]):
+        assert at_a <= at_b, f"event {seq_b} at {at_b} is earlier than event {seq_a} at {at_a}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 async def task_status(client: httpx.AsyncClient, task_id: str) -> dict[str, Any]:

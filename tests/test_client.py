@@ -7,17 +7,21 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from httpx_sse import ServerSentEvent
 from redis.asyncio import Redis
 
 from longtask.client import AsyncClient, Client
 from longtask.client.errors import (ConnectionFailed, Conflict, InvalidRequest, NotFound,
                                     Unauthorized, WaitTimeout)
+from longtask.client.follow import Cursor
 from longtask.client.models import Event
 from longtask.dev.embedded import free_port
 from tests.conftest import Tenant
-from tests.support import ROOT, SAMPLES, CuttableProxy, Web, Worker, sse_events, wait_for
+from tests.support import (ROOT, SAMPLES, CuttableProxy, Web, Worker, assert_event_times,
+                           sse_timed_events, utc_now, wait_for)
 
 FANOUT = {"items": [{"name": "good"}, {"name": "bad", "fail": True}]}
 
@@ -29,6 +33,7 @@ def client_a(tenant_a: Tenant, web: Web) -> Iterator[Client]:
 
 
 async def test_submit_get_pages_stats_and_delete(client_a: Client, live_worker: Worker) -> None:
+    start = utc_now()
     submitted = [client_a.submit("test.echo", {"n": n}) for n in range(5)]
     assert all(t.status == "pending" and t.kind == "test.echo" for t in submitted)
     done = [client_a.wait(t.id, timeout=30) for t in submitted]
@@ -46,6 +51,8 @@ async def test_submit_get_pages_stats_and_delete(client_a: Client, live_worker: 
     assert client_a.stats().by_status == {"completed": 5}
     replay = list(client_a.follow(done[0].id))  # an ended task: its whole history, then the end
     assert [e.seq for e in replay] == list(range(1, done[0].last_seq + 1)) and replay[-1].terminal
+    assert_event_times([e.seq for e in replay], [e.at for e in replay], start, utc_now())
+    assert all("at" not in e.data for e in replay)  # moved out of the data into `at`
     assert list(client_a.follow(done[0].id, after=done[0].last_seq)) == []  # 204: nothing more
 
     again = client_a.submit("test.echo", {"n": 9}, idempotency_key="once")
@@ -99,6 +106,7 @@ async def test_async_cancel_retry_and_wait(tenant_a: Tenant, web: Web,
     async with AsyncClient(web.url, tenant_a.key) as client:
         forever = await client.submit("test.forever")
         async for event in client.follow(forever.id):
+            assert event.at is not None and event.at.utcoffset() == timedelta(0)
             if event.type == "progress":
                 break  # it runs
         canceled = await client.cancel(forever.id)
@@ -159,14 +167,18 @@ async def test_the_readme_example_runs(tenant_a: Tenant, web: Web, live_worker: 
     assert "sourdough.pdf p.1" in out[out.index("completed") + 1]
 
 
-def _assert_whole_stream(got: list[Event], replay: list[tuple[int, str, dict]]) -> None:
+def _assert_whole_stream(got: list[Event], replay: list[tuple[int, str, dict, datetime]],
+                         start: datetime) -> None:
     assert [e.seq for e in got] == list(range(1, len(replay) + 1))  # every one, once, in order
-    assert [(e.seq, e.type, e.data) for e in got] == replay
+    # each with the time it was stored, whether it came live, after a reconnect, or replayed
+    assert [(e.seq, e.type, e.data, e.at) for e in got] == replay
     assert got[-1].terminal and got[-1].data["status"] == "completed"
+    assert_event_times([e.seq for e in got], [e.at for e in got], start, utc_now())
 
 
 async def test_sync_follow_survives_a_dropped_connection(
         tenant_a: Tenant, web: Web, redis: Redis, live_worker: Worker) -> None:
+    start = utc_now()
     task_id = (await tenant_a.client.post(
         "/tasks", json={"kind": "test.echo", "params": {"gate": "gate:sync"}})).json()["id"]
     got: list[Event] = []
@@ -193,11 +205,12 @@ async def test_sync_follow_survives_a_dropped_connection(
         await wait_for(lambda: _at_least(proxy, 3), what="a refused reconnect")
         proxy.refusing = False
         await asyncio.wait_for(reader, 60)
-    _assert_whole_stream(got, await sse_events(tenant_a.client, task_id))
+    _assert_whole_stream(got, await sse_timed_events(tenant_a.client, task_id), start)
 
 
 async def test_async_follow_survives_a_dropped_connection_while_live(
         tenant_a: Tenant, web: Web, redis: Redis, live_worker: Worker) -> None:
+    start = utc_now()
     task_id = (await tenant_a.client.post(
         "/tasks", json={"kind": "test.echo", "params": {"gate": "gate:async"}})).json()["id"]
     got: list[Event] = []
@@ -216,7 +229,7 @@ async def test_async_follow_survives_a_dropped_connection_while_live(
         await wait_for(lambda: _at_least(proxy, 2), what="the client to reconnect")
         await redis.set("gate:async", 1)  # the rest comes live, on the new connection
         await asyncio.wait_for(reader, 60)
-    _assert_whole_stream(got, await sse_events(tenant_a.client, task_id))
+    _assert_whole_stream(got, await sse_timed_events(tenant_a.client, task_id), start)
 
 
 async def test_wait_polls_when_the_stream_is_refused(tenant_a: Tenant, web: Web, redis: Redis,
@@ -257,3 +270,19 @@ def test_no_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LONGTASK_URL", "http://127.0.0.1:1/")
     with Client() as client:
         assert client.base_url == "http://127.0.0.1:1"
+
+
+def test_an_events_time_moves_from_its_data_to_at() -> None:
+    cursor = Cursor("t1")
+    stored = cursor.accept(ServerSentEvent(
+        "item", '{"item":0,"status":"running","at":"2026-11-30T16:04:05.123456Z"}', "1"))
+    assert stored == Event(1, "item", {"item": 0, "status": "running"},
+                           datetime(2026, 11, 30, 16, 4, 5, 123456, timezone.utc))
+    assert stored is not None and stored.at is not None and stored.at.tzinfo == timezone.utc
+    live = cursor.accept(ServerSentEvent(
+        "delta", '{"item":0,"step":1,"offset":0,"text":"hi","at":"2026-11-30T16:04:06.000001Z"}'))
+    assert live is not None and (live.seq, live.data["text"]) == (1, "hi")
+    assert live.at == datetime(2026, 11, 30, 16, 4, 6, 1, timezone.utc)
+    older = cursor.accept(ServerSentEvent("item", '{"item":0,"status":"completed"}', "2"))
+    assert older == Event(2, "item", {"item": 0, "status": "completed"})  # a server before `at`
+    assert older is not None and older.at is None

@@ -1,21 +1,28 @@
-"""GET /tasks/{id}/events: ordered, gap-free, resumable, shared across web processes."""
+"""GET /tasks/{id}/events: ordered, gap-free, resumable, shared across web processes; every
+event says when it was stored, the same live and replayed."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from longtask.broker import keys as redis_keys
+from longtask.store import events as event_store
 from tests.conftest import Services, Tenant
-from tests.support import Web, Worker, sse_events, wait_status
+from tests.support import (Web, Worker, assert_event_times, sse_events, sse_timed_events,
+                           utc_now, wait_for, wait_status)
 
 STEPS = {"kind": "test.fanout", "params": {"items": [{"name": f"f{i}"} for i in range(4)]}}
 
 
-def _assert_consecutive(events: list[tuple[int, str, dict]], start: int = 1) -> None:
+def _assert_consecutive(events: list[tuple[Any, ...]], start: int = 1) -> None:
     assert [e[0] for e in events] == list(range(start, start + len(events)))
 
 
@@ -40,16 +47,66 @@ async def test_reconnect_with_last_event_id_gets_exactly_what_was_missed(
     gate = "gate:reconnect"
     task_id = (await tenant_a.client.post(
         "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
-    first = await sse_events(tenant_a.client, task_id, limit=2)  # then the client drops
+    first = await sse_timed_events(tenant_a.client, task_id, limit=2)  # then the client drops
     await redis.set(gate, 1)  # the task goes on while the client is away
     await wait_status(tenant_a.client, task_id, {"completed"})
-    rest = await sse_events(tenant_a.client, task_id, last_event_id=first[-1][0])
-    whole = await sse_events(tenant_a.client, task_id)
-    assert first + rest == whole  # nothing missed, nothing twice
+    rest = await sse_timed_events(tenant_a.client, task_id, last_event_id=first[-1][0])
+    whole = await sse_timed_events(tenant_a.client, task_id)
+    assert first + rest == whole  # nothing missed, nothing twice; each at the same time
     _assert_consecutive(whole)
     assert len(rest) >= 6
-    via_query = await sse_events(tenant_a.client, task_id, params={"after": str(first[-1][0])})
+    via_query = await sse_timed_events(tenant_a.client, task_id,
+                                       params={"after": str(first[-1][0])})
     assert via_query == rest
+
+
+async def test_every_event_says_when_it_was_stored_the_same_live_and_replayed(
+        tenant_a: Tenant, live_worker: Worker) -> None:
+    start = utc_now()
+    # deferred, so the stream is open before any item is claimed: the events of the claims,
+    # the progress reports and the finishes (Postgres functions, then Redis) all come live
+    task_id = (await tenant_a.client.post("/tasks", json={**STEPS, "delay": 2})).json()["id"]
+    streaming = asyncio.create_task(sse_timed_events(tenant_a.client, task_id))
+    await wait_for(lambda: _open_streams(tenant_a, 1), what="the stream to open")
+    opened = utc_now()
+    live = await streaming
+    end = utc_now()
+    _assert_consecutive(live)
+    assert_event_times([e[0] for e in live], [e[3] for e in live], start, end)
+    ran = [e for e in live if e[0] > 1]  # all but the task's `pending` (seq 1, replayed)
+    assert ran[0][3] > opened, "the task ran before the stream opened: nothing came live"
+    assert {("status", "running"), ("item", "running"), ("progress", "work"),
+            ("item", "completed"), ("status", "completed")} == {
+        (event, data.get("status") or data.get("stage")) for _, event, data, _ in ran}
+    replayed = await sse_timed_events(tenant_a.client, task_id)  # from Postgres, after the end
+    assert replayed == live  # the same events, each with the same time to the microsecond
+    resumed = await sse_timed_events(tenant_a.client, task_id, last_event_id=live[3][0])
+    assert resumed == live[4:]
+
+
+async def test_an_event_published_without_its_time_is_read_from_postgres(
+        tenant_a: Tenant, live_worker: Worker, redis: Redis, pool: asyncpg.Pool) -> None:
+    """A worker of the release before `at` (still running during a deploy) publishes events
+    without it: the stream takes them from Postgres, which has the time."""
+    gate = "gate:old-worker"
+    task_id = (await tenant_a.client.post(
+        "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
+    await wait_status(tenant_a.client, task_id, {"running"})
+    streaming = asyncio.create_task(sse_timed_events(tenant_a.client, task_id))
+    await wait_for(lambda: _open_streams(tenant_a, 1), what="the stream to open")
+    old = await event_store.append(pool, task_id, "note", {"n": 1})
+    assert old is not None
+    await redis.publish(redis_keys.task_channel(task_id), json.dumps(
+        {"task_id": task_id, "seq": old.seq, "type": "note", "data": {"n": 1}}))
+    await redis.set(gate, 1)
+    live = await streaming
+    _assert_consecutive(live)
+    assert (old.seq, "note", {"n": 1}, old.at) in live
+
+
+async def _open_streams(tenant: Tenant, at_least: int) -> bool:
+    stats = (await tenant.client.get("/stats")).json()
+    return int(stats.get("open_streams", 0)) >= at_least
 
 
 async def test_reconnect_mid_stream_while_live(tenant_a: Tenant, live_worker: Worker) -> None:
@@ -90,11 +147,11 @@ async def test_two_web_processes_see_the_same_events(tenant_a: Tenant, web_b: We
         "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
     async with httpx.AsyncClient(base_url=web_b.url, headers=tenant_a.client.headers,
                                  timeout=30) as client_b:
-        on_a = asyncio.create_task(sse_events(tenant_a.client, task_id))
-        on_b = asyncio.create_task(sse_events(client_b, task_id))
+        on_a = asyncio.create_task(sse_timed_events(tenant_a.client, task_id))
+        on_b = asyncio.create_task(sse_timed_events(client_b, task_id))
         await redis.set(gate, 1)
         a, b = await asyncio.gather(on_a, on_b)
-    assert a == b
+    assert a == b  # each event at the same time through either process's hub
     _assert_consecutive(a)
     assert a[-1][2]["status"] == "completed"
 

@@ -13,7 +13,8 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import Tenant
 from tests.sockets import Socket, read_until_closed, socket_events, ws_url
-from tests.support import Web, Worker, sse_events, wait_for, wait_status
+from tests.support import (Web, Worker, assert_event_times, sse_timed_events, utc_now, wait_for,
+                           wait_status)
 
 
 def auth(tenant: Tenant) -> dict[str, str]:
@@ -23,24 +24,36 @@ def auth(tenant: Tenant) -> dict[str, str]:
 async def test_a_socket_gets_the_same_events_as_an_sse_client(
         tenant_a: Tenant, web: Web, live_worker: Worker, redis: Redis) -> None:
     gate = "gate:ws-same"
+    start = utc_now()
     task_id = (await tenant_a.client.post("/tasks", json={
         "kind": "test.echo", "params": {"gate": gate}})).json()["id"]
-    over_sse = asyncio.create_task(sse_events(tenant_a.client, task_id))
+    over_sse = asyncio.create_task(sse_timed_events(tenant_a.client, task_id))
     over_ws = asyncio.create_task(socket_events(ws_url(web.url, task_id), auth(tenant_a),
                                                 first={"after": 0}))
     await wait_for(lambda: _listeners(tenant_a, 2), what="both clients to subscribe")
-    await redis.set(gate, 1)
-    sse, ws = await asyncio.gather(over_sse, over_ws)
+    opened = utc_now()
+    await redis.set(gate, 1)  # its progress and its end (Postgres functions) come live
+    timed, ws = await asyncio.gather(over_sse, over_ws)
+    end = utc_now()
+    sse = [(seq, event, data) for seq, event, data, _ in timed]
     assert ws.events == sse
+    # `at` beside id/event/data, each the time the SSE stream gives it in its data
+    assert ws.times == [at for _, _, _, at in timed]
+    assert_event_times([e[0] for e in ws.events], ws.times, start, end)
+    assert [e[1] for e, at in zip(ws.events, ws.times) if at > opened][-5:] == [
+        "progress", "progress", "progress", "item", "status"]  # stored after the gate opened
     assert [e[0] for e in ws.events] == list(range(1, len(ws.events) + 1))
     assert ws.events[-1][2]["status"] == "completed"
     assert (ws.code, ws.reason) == (1000, "task ended")
-    # resuming: ?after=N (or a first message {"after": N}) gets exactly the rest, then closes
+    # resuming: ?after=N (or a first message {"after": N}) gets exactly the rest, then closes,
+    # each event replayed from Postgres with the time it had live
     half = sse[len(sse) // 2][0]
     rest = await socket_events(ws_url(web.url, task_id, after=str(half)), auth(tenant_a))
     assert rest.events == [e for e in sse if e[0] > half] and rest.code == 1000
+    assert rest.times == [at for seq, _, _, at in timed if seq > half]
     rest = await socket_events(ws_url(web.url, task_id), auth(tenant_a), first={"after": half})
     assert rest.events == [e for e in sse if e[0] > half]
+    assert rest.times == [at for seq, _, _, at in timed if seq > half]
     # at the end already: closed at once, nothing sent
     done = await socket_events(ws_url(web.url, task_id, after=str(sse[-1][0])), auth(tenant_a))
     assert (done.events, done.code, done.reason) == ([], 1000, "task ended")
@@ -61,12 +74,13 @@ async def test_cancel_from_the_socket(tenant_a: Tenant, web: Web, live_worker: W
             while not any(e[1] == "progress" for e in seen.events):  # it is running
                 message = json.loads(await ws.recv())
                 if "event" in message:
-                    seen.events.append((message["id"], message["event"], message["data"]))
-        asked = time.monotonic()
+                    seen.add(message)
+        asked, asked_at = time.monotonic(), utc_now()
         await ws.send(json.dumps({"action": "cancel"}))
         await read_until_closed(ws, seen, timeout=5)
     canceled = await wait_status(tenant_a.client, task_id, {"canceled"}, timeout=5)
     assert time.monotonic() - asked < 5
+    assert asked_at < seen.times[-1] < utc_now()  # the cancel's event, stored when asked
     replies = [m for m in seen.others if m.get("type") == "canceled"]
     assert replies and replies[0]["task"]["status"] == "canceled"
     assert seen.events[-1][1:] == ("status", {"status": "canceled"})

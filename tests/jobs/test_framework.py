@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Tenant
-from tests.support import Worker, sse_events, wait_status
+from tests.support import (Worker, assert_event_times, sse_events, sse_timed_events, utc_now,
+                           wait_status)
 
 
 async def test_fan_out_runs_each_item_as_its_own_job_and_a_bad_item_fails_alone(
@@ -68,9 +70,13 @@ async def test_progress_of_many_items_at_once_keeps_every_tasks_stream_whole(
     # items run 8 at a time on the session worker and report back to back, so their reports
     # are written to Postgres together: each must still be its own event, in order, once
     items, steps = 24, 12
+    start = utc_now()
     task_id = (await tenant_a.client.post("/tasks", json={
         "kind": "test.reporter", "params": {"items": items, "steps": steps}})).json()["id"]
-    events = await sse_events(tenant_a.client, task_id, timeout=60)
+    timed = await sse_timed_events(tenant_a.client, task_id, timeout=60)
+    # written in batches that wait for each other's task locks, the times still follow seq
+    assert_event_times([e[0] for e in timed], [e[3] for e in timed], start, utc_now())
+    events = [(seq, event, data) for seq, event, data, _ in timed]
     assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))  # no gap, no repeat
     assert events[-1][1:] == ("status", {"status": "completed", "result": events[-1][2]["result"]})
     progress = [data for _, event, data in events if event == "progress"]
@@ -83,3 +89,18 @@ async def test_progress_of_many_items_at_once_keeps_every_tasks_stream_whole(
     assert overall[-1] == 100
     task = await wait_status(tenant_a.client, task_id, {"completed"})
     assert task["progress"] == 100
+
+
+@pytest.mark.parametrize("via", ["emit", "progress"])
+async def test_a_key_at_of_a_jobs_own_is_refused(tenant_a: Tenant, live_worker: Worker,
+                                                 via: str) -> None:
+    """`at` in an event's data is its time on SSE: a job's own would overwrite it, or be
+    overwritten, silently. The job gets a TypeError (here uncaught: the item fails)."""
+    task_id = (await tenant_a.client.post("/tasks", json={
+        "kind": "test.own_at", "params": {"via": via}})).json()["id"]
+    task = await wait_status(tenant_a.client, task_id, {"completed", "failed"})
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "internal_error"
+    assert task["error"]["message"].startswith("TypeError: event data may not have a key 'at'")
+    events = await sse_events(tenant_a.client, task_id)
+    assert [e for _, e, _ in events] == ["status", "status", "item", "item", "status"]

@@ -74,6 +74,7 @@ export async function currentTask(page) {
     status: await page.locator("#current-status").innerText(),
     overall: await page.locator("#overall-text").innerText(),
     live: await page.locator("#current-live").innerText(),
+    live_title: await page.locator("#current-live").getAttribute("title"),
     cancel_disabled: await page.locator("#cancel").isDisabled(),
     retry_disabled: await page.locator("#retry").isDisabled(),
     files: await page.locator("#files li.file").evaluateAll((rows) => rows.map((row) => ({

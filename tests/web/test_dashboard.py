@@ -106,6 +106,10 @@ async def test_the_page_catches_up_after_the_server_restarts_and_its_token_is_re
     # every event after the snapshot, each exactly once
     assert after["live"] == (f"stream ended · last event #{last_seq} · "
                              f"{last_seq - first_seq} received")
+    # when that event was stored (its `at`), as a tooltip in the browser's local time
+    assert before["live_title"] in (None, "")
+    assert after["live_title"].startswith(f"event #{last_seq} at "), after["live_title"]
+    assert "Invalid" not in after["live_title"]
     assert after["status"] == "completed" and after["overall"].startswith("100%")
     assert [(f["state"], f["percent"]) for f in after["files"]] == [("completed", "100%")]
     assert seen["page_errors"] == []

@@ -46,7 +46,7 @@ class Cursor:
             self.wait_hint = sse.retry / 1000
         if sse.data and sse.event in models.LIVE_TYPES:
             # live text, never stored: it has no id of its own (a parser repeats the last one)
-            return Event(self.last, sse.event, json.loads(sse.data))
+            return models.event(self.last, sse.event, json.loads(sse.data))
         if not sse.data or not sse.id:
             return None
         seq = int(sse.id)
@@ -54,7 +54,7 @@ class Cursor:
             return None
         if seq > self.last + 1:
             raise _Gap(f"event {seq} came after {self.last}")
-        event = Event(seq, sse.event, json.loads(sse.data))
+        event = models.event(seq, sse.event, json.loads(sse.data))
         self.last, self.failures, self.done = seq, 0, event.terminal
         return event
 

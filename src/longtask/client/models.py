@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
+from longtask.core.events import AT, parse_at
 from longtask.core.status import TERMINAL
 
 T = TypeVar("T")
@@ -69,16 +70,21 @@ LIVE_TYPES = frozenset({"delta", "text"})
 
 @dataclass(frozen=True)
 class Event:
-    """One progress event: `seq` is its per-task sequence number (1, 2, 3 ... no gaps).
+    """One progress event: `seq` is its per-task sequence number (1, 2, 3 ... no gaps), `at`
+    the time the server stored it (UTC, to the microsecond; None only from a server older than
+    this field). `data` is the event's data as the job or the server made it: the stream's `at`
+    key is taken out of it into `at`.
 
     Live LLM text comes as `delta` events (`item`, `step`, `offset`, `text`: put the text at
     its offset) and, after a reconnect, a `text` event with the whole text so far (replace what
-    you had). They are not stored, so they share the `seq` of the stored event before them.
+    you had). They are not stored, so they share the `seq` of the stored event before them, and
+    their `at` is when they were made.
     """
 
     seq: int
     type: str
     data: dict[str, Any] = field(default_factory=dict)
+    at: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -137,6 +143,12 @@ class Stats:
     by_kind: dict[str, dict[str, int]]
     queue_depth: int
     workers_alive: int
+
+
+def event(seq: int, type_: str, data: Any) -> Event:
+    """An event from a stream's JSON data, its `at` moved out of the data."""
+    at = data.pop(AT, None) if isinstance(data, dict) else None
+    return Event(seq, type_, data, parse_at(at) if isinstance(at, str) else None)
 
 
 def task(data: dict[str, Any]) -> Task:

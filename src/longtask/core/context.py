@@ -92,10 +92,12 @@ class JobContext(Protocol):
     # reporting
     def progress(self, percent: float, message: str | None = None, *,
                  stage: str | None = None, **data: Any) -> Awaitable[None]:
-        """Report this item's progress (0-100); the task's overall percent follows."""
+        """Report this item's progress (0-100); the task's overall percent follows. `data`
+        goes in the event; TypeError for a key `at` (every event carries its time there)."""
 
     def emit(self, type_: str, **data: Any) -> Awaitable[None]:
-        """A custom event on the task's stream (`type_` other than status/progress/item)."""
+        """A custom event on the task's stream (`type_` other than status/progress/item);
+        TypeError for a key `at` in `data` (every event carries its time there)."""
 
     def text_stream(self, step: int = 0) -> TextWriter:
         """Relay an LLM call's text live."""

@@ -9,7 +9,7 @@ import asyncpg
 
 from longtask.broker.hub import RESYNC, Hub
 from longtask.core.errors import NotFound
-from longtask.core.events import DELTA, TEXT, Event
+from longtask.core.events import DELTA, TEXT, Event, now
 from longtask.store import events as event_store
 
 _PAGE = 500  # events read from Postgres at a time while replaying
@@ -35,6 +35,11 @@ async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: s
     text so far of each item that is writing some (a `text` event), then only the part of each
     delta past what this client has (by offset); a delta that skips text means some was lost,
     and the text so far is read again from Postgres.
+
+    Every event passed on has its time (`at`): a stored one the time it was stored, live text
+    the time it was made (a `text` event: now). A stored event that comes live without one was
+    published by a worker of the release before (during a deploy): it is read from Postgres
+    instead, which has the time.
     """
     last = after
     shown: dict[int, tuple[int, int]] = {}  # item -> (step, characters) of live text sent
@@ -78,12 +83,14 @@ async def replay_then_tail(pool: asyncpg.Pool, hub: Hub, tenant: str, task_id: s
                             resync = True  # text was missed: read the text so far again
                             break
                         if piece:
-                            batch.append(Event(task_id, 0, DELTA, piece))
+                            batch.append(Event(task_id, 0, DELTA, piece, item.at or now()))
                         continue
                     if item.seq <= last:
                         continue
-                    if item.seq > last + 1:
-                        resync = True  # a gap: the missing events are committed; read them
+                    if item.seq > last + 1 or item.at is None:
+                        # a gap: the missing events are committed, read them; or an event
+                        # without its time: Postgres has it
+                        resync = True
                         break
                     batch.append(item)
                     last = item.seq
@@ -101,7 +108,7 @@ def _texts(task_id: str, streams: dict[int, dict[str, Any]],
     for index, stream in streams.items():
         if shown.get(index) != (stream["step"], len(stream["text"])):
             shown[index] = (stream["step"], len(stream["text"]))
-            texts.append(Event(task_id, 0, TEXT, {"item": index, **stream}))
+            texts.append(Event(task_id, 0, TEXT, {"item": index, **stream}, now()))
     return texts
 
 

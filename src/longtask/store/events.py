@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from longtask.core.events import Event, parse_at
 from longtask.db import Conn, Db, returned
-from longtask.core.events import Event
 from longtask.core.status import ACTIVE_SQL, TERMINAL
 
 # Takes the task's next sequence number and stores the event in one statement, so the two
@@ -47,9 +47,9 @@ async def insert_at(conn: Conn, task_id: str, tenant: str, seq: int, type_: str,
 # number, and the text so far of its items that are writing some.
 _CATCH_UP = """
 SELECT t.status, t.last_seq,
-    (SELECT coalesce(jsonb_agg(jsonb_build_object('seq', e.seq, 'type', e.type, 'data', e.data)
-                               ORDER BY e.seq), '[]')
-     FROM (SELECT seq, type, data FROM task_events WHERE task_id = t.id AND seq > $3
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('seq', e.seq, 'type', e.type, 'data', e.data,
+                                                  'at', e.created_at) ORDER BY e.seq), '[]')
+     FROM (SELECT seq, type, data, created_at FROM task_events WHERE task_id = t.id AND seq > $3
            ORDER BY seq LIMIT $4) e) AS events,
     (SELECT coalesce(jsonb_object_agg(idx, stream), '{}') FROM task_items
      WHERE task_id = t.id AND stream IS NOT NULL) AS streams
@@ -72,9 +72,14 @@ async def catch_up(pool: asyncpg.Pool, tenant: str, task_id: str, seq: int,
         return None
     return CatchUp(
         ended=row["status"] in TERMINAL,
-        events=[Event(task_id, e["seq"], e["type"], e["data"]) for e in row["events"]],
+        events=[stored_event(task_id, e) for e in row["events"]],
         streams=dict(sorted((int(index), text) for index, text in row["streams"].items())),
     )
+
+
+def stored_event(task_id: str, raw: dict[str, Any]) -> Event:
+    """An event as a JSON object built in SQL ({seq, type, data, at}) reads back."""
+    return Event(task_id, raw["seq"], raw["type"], raw["data"], parse_at(raw["at"]))
 
 
 def _event(row: asyncpg.Record) -> Event:

@@ -22,7 +22,7 @@ _LEASE = "now() + make_interval(secs => $3)"
 async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,
                 lease_seconds: float) -> Claim | None:
     """Take a pending item for this job; None if another job owns it or it is not pending."""
-    got = await pool.fetchval("SELECT longtask_claim($1, $2, $3, $4)",  # migration 0008
+    got = await pool.fetchval("SELECT longtask_claim_v2($1, $2, $3, $4)",  # migration 0010
                               item_id, job_id, owner, lease_seconds)
     if got is None:
         return None
@@ -49,14 +49,14 @@ async def heartbeat(pool: asyncpg.Pool, item_id: str, owner: str,
 
 async def progress(pool: asyncpg.Pool, reports: list[Report]) -> list[Event | None]:
     """Record items' progress and their tasks' overall percent, an event for each report, in one
-    call (migration 0009); None for a report whose lease is no longer its owner's. Sort the
+    call (migration 0010); None for a report whose lease is no longer its owner's. Sort the
     reports by task first: two calls then lock their tasks in the same order."""
     stored = await pool.fetchval(
-        "SELECT longtask_progress($1, $2, $3, $4, $5, $6)",
+        "SELECT longtask_progress_v2($1, $2, $3, $4, $5, $6)",
         [r.item_id for r in reports], [r.owner for r in reports],
         [r.percent for r in reports], [r.stage for r in reports],
         [r.message for r in reports], [r.data for r in reports])
-    return [Event(e["task_id"], e["seq"], e["type"], e["data"]) if e else None for e in stored]
+    return [events.stored_event(e["task_id"], e) if e else None for e in stored]
 
 
 async def save_checkpoint(pool: asyncpg.Pool, item_id: str, owner: str,
@@ -110,7 +110,7 @@ async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, d
 async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
                  result: Any = None, error: dict[str, Any] | None = None) -> Finished | None:
     """End a running item; if it was the task's last, end the task too. None: lease lost."""
-    got = await pool.fetchval("SELECT longtask_finish($1, $2, $3, $4, $5)",  # migration 0008
+    got = await pool.fetchval("SELECT longtask_finish_v2($1, $2, $3, $4, $5)",  # migration 0010
                               item_id, owner, status, result, error)
     if got is None:
         return None
@@ -196,7 +196,7 @@ async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[d
 
 
 def _events(task_id: str, stored: list[dict[str, Any]]) -> list[Event]:
-    return [Event(task_id, e["seq"], e["type"], e["data"]) for e in stored]
+    return [events.stored_event(task_id, e) for e in stored]
 
 
 def _item_data(index: int, name: str, status: str, **extra: Any) -> dict[str, Any]:

@@ -66,8 +66,9 @@ def spec(registry: Registry) -> dict[str, Any]:
             ok={"200": ("the token", ref("StreamToken"))})},
         "/tasks/{id}/events": {"get": _op(
             "Server-Sent Events: the history after Last-Event-ID (or `after`), then live; "
-            "`id:` is the event's sequence number; closes after the task's end. The same "
-            "events come over a WebSocket at /tasks/{id}/ws (see the README)",
+            "`id:` is the event's sequence number, and `data` (JSON) has `at`, the time it was "
+            "stored (UTC, e.g. 2026-11-30T16:04:05.123456Z); closes after the task's end. The "
+            "same events come over a WebSocket at /tasks/{id}/ws (see the README)",
             ["400", "401", "404", "429"], parameters=[
                 task_id, _query("after", {"type": "integer", "minimum": 0}),
                 _query("token", {"type": "string"}),

@@ -15,6 +15,7 @@ import httpx
 from arq import ArqRedis
 
 from longtask.core.errors import JobCanceled
+from longtask.core.events import check_data
 from longtask.broker.outbox import Outbox
 from longtask.service.deps import Deps
 from longtask.obs.metrics import WorkerMetrics
@@ -160,14 +161,18 @@ class RunContext:
     # reporting
     async def progress(self, percent: float, message: str | None = None, *,
                        stage: str | None = None, **data: Any) -> None:
-        """Report this item's progress (0-100); the task's overall percent follows."""
+        """Report this item's progress (0-100); the task's overall percent follows. `data`
+        goes in the event; TypeError for a key `at` (every event carries its time there)."""
+        check_data(data)
         self.raise_if_canceled()
         percent = max(0.0, min(100.0, float(percent)))
         await self._services.progress.write(Report(
             self.task_id, self.item_id, self.worker_id, percent, stage, message, data))
 
     async def emit(self, type_: str, **data: Any) -> None:
-        """A custom event on the task's stream (`type_` other than status/progress/item)."""
+        """A custom event on the task's stream (`type_` other than status/progress/item);
+        TypeError for a key `at` in `data` (every event carries its time there)."""
+        check_data(data)
         event = await event_store.append(self.pool, self.task_id, type_,
                                          {"item": self.index, **data})
         if event is not None:

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from longtask.store import items as item_store
-from longtask.core.events import DELTA, Event
+from longtask.core.events import DELTA, Event, now
 
 if TYPE_CHECKING:
     from longtask.worker.context import RunContext
@@ -71,4 +71,4 @@ class TextStream:
         data = {"item": ctx.index, "step": self.step, "offset": offset, "text": piece}
         if reset:
             data["reset"] = True
-        ctx.outbox.send([Event(ctx.task_id, 0, DELTA, data)])
+        ctx.outbox.send([Event(ctx.task_id, 0, DELTA, data, now())])

@@ -1,8 +1,10 @@
 """GET /tasks/{id}/ws: a task's events over a WebSocket, and cancel from the same socket.
 
 The same events as the SSE stream, from the same replay-then-tail feed
-(`events.replay_then_tail`), each a JSON text message `{"id": seq, "event": type, "data": {...}}`,
-with `{"type": "ping"}` every LONGTASK_SSE_PING_SECONDS. The client may send:
+(`events.replay_then_tail`), each a JSON text message
+`{"id": seq, "event": type, "data": {...}, "at": "2026-11-30T16:04:05.123456Z"}` (`at`: when it was
+stored, UTC; `data` exactly as stored), with `{"type": "ping"}` every LONGTASK_SSE_PING_SECONDS.
+The client may send:
 
     {"after": N}          first message only, when the URL has no ?after= (or Last-Event-ID):
                           replay from there; any other first message means "from the start"
@@ -165,7 +167,7 @@ class _Session:
             async for batch in feed:
                 for event in batch:
                     await self.send({"id": event.seq or None, "event": event.type,
-                                     "data": event.data})  # live text has no id
+                                     "data": event.data, "at": event.at_text})  # live text: no id
 
     async def _heartbeat(self) -> None:
         while True:

@@ -4,11 +4,18 @@ The replay-then-tail logic (subscribe first, then read the history, then the liv
 filled from Postgres) is `events.replay_then_tail`, shared with the WebSocket. `id:` is the
 sequence number, so a browser's automatic reconnect (Last-Event-ID) resumes exactly where it
 stopped. The stream ends after the task's final event.
+
+SSE has no field for an event's time, so it goes in `data`: each event's data is the JSON object
+the job or the server made, plus `"at"`, the time it was stored (live text: made) in UTC, e.g.
+"2026-11-30T16:04:05.123456Z". A job cannot emit a key `at` of its own (`ctx.emit` and
+`ctx.progress` refuse it); an event stored before that rule with one has it replaced here, and a
+warning is logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
@@ -20,7 +27,9 @@ from starlette.routing import Route
 from longtask.web.common import authenticate_stream, task_id
 from longtask.core.errors import Invalid
 from longtask.service.streams import replay_then_tail
-from longtask.core.events import Event
+from longtask.core.events import AT, Event
+
+log = logging.getLogger(__name__)
 
 RECONNECT_MS = 1000  # the `retry:` hint: how soon a browser comes back after a drop or restart
 MAX_SEQ = 2**63 - 1  # task_events.seq is a bigint
@@ -62,8 +71,12 @@ def _frames(batch: list[Event]) -> bytes:
 
 
 def _frame(event: Event) -> bytes:
+    if AT in event.data:
+        log.warning("task %s event %s: its data's own `at` (%r) is replaced by the time it was "
+                    "stored", event.task_id, event.seq, event.data[AT])
+    data = {**event.data, AT: event.at_text}
     # live text (seq 0) has no `id:`, so a browser's Last-Event-ID stays at the stored event
-    return ServerSentEvent(data=json.dumps(event.data, separators=(",", ":")), event=event.type,
+    return ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event=event.type,
                            id=str(event.seq) if event.seq else None).encode()
 
 

@@ -7,7 +7,7 @@
 // text is the answer. Once the task has ended, the stored answer replaces what streamed: a
 // retried step may have written something else.
 
-import { $, el } from "./dom.js";
+import { $, el, when } from "./dom.js";
 
 const RETRIEVAL_ONLY = "Retrieval only: no LLM is configured, so these are the passages that "
   + "match best.";
@@ -67,7 +67,7 @@ export class AnswerView {
 }
 
 function stepRow(step) {
-  return el("li", { class: "step" },
+  return el("li", { class: "step", title: step.at ? when(step.at) : null },
     el("span", { class: "step-number", text: `Step ${step.step}` }),
     el("span", { class: "step-call", text: `${step.tool}(${args(step.arguments)})` }),
     el("span", { class: "step-summary muted", text: step.summary ? `→ ${step.summary}` : "" }),

@@ -10,6 +10,8 @@
 //
 // Live LLM text (`delta`, `text`) is never stored and has no id of its own (it arrives with the
 // id of the stored event before it), so it bypasses that check and goes to `onLive`.
+//
+// Every event's data has `at`: when it was stored (live text: made), ISO 8601 in UTC.
 
 import { TERMINAL } from "./status.js";
 

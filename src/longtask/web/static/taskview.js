@@ -2,7 +2,7 @@
 // and then the task's events (status, item, progress); for an agent run, its steps and answer.
 
 import { AnswerView } from "./answer.js";
-import { $, el, percentText } from "./dom.js";
+import { $, el, percentText, when } from "./dom.js";
 import { TERMINAL } from "./status.js";
 
 
@@ -14,6 +14,7 @@ export class TaskView {
     this.percent = task.progress;
     this.error = task.error;
     this.lastSeq = task.last_seq;
+    this.lastAt = null;  // when the newest event seen was stored (each event's data has `at`)
     this.snapshotSeq = task.last_seq;
     this.received = 0;  // events applied since the snapshot: each once, however often we reconnect
     this.streamState = TERMINAL.includes(task.status) ? "ended" : "connecting";
@@ -41,6 +42,7 @@ export class TaskView {
     if (type === "step") this.answer?.applyStep(data);
     if (seq <= this.snapshotSeq) return;  // replayed for the steps: the snapshot has the rest
     this.lastSeq = seq;
+    this.lastAt = data.at ?? this.lastAt;
     this.received += 1;
     if (type === "status") this.applyStatus(data);
     else if (type === "item") this.applyItem(data);
@@ -104,6 +106,7 @@ export class TaskView {
     $("overall-bar").value = this.percent;
     $("current-live").textContent =
       `stream ${this.streamState} · last event #${this.lastSeq} · ${this.received} received`;
+    $("current-live").title = this.lastAt ? `event #${this.lastSeq} at ${when(this.lastAt)}` : "";
     const done = [...this.items.values()].filter((i) => TERMINAL.includes(i.status)).length;
     $("overall-text").textContent =
       `${percentText(this.percent)} · ${done} of ${this.items.size} done`;
