@@ -57,8 +57,8 @@ class Admission:
                 return
             wait = max(1, math.ceil(reset - time.time()))
             raise LimitReached(f"over the rate limit of {rate} for this tenant; "
-                                  f"retry in {wait}s", code="rate_limited",
-                                  retry_after=wait)
+                               f"retry in {wait}s", code="rate_limited",
+                               retry_after=wait)
 
     async def room_in_queue(self) -> None:
         """Unavailable while the shared queue holds LONGTASK_MAX_QUEUE_DEPTH jobs or more.

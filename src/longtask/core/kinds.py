@@ -55,10 +55,10 @@ class Kind:
             payloads = list(self.items(params))
         except (KeyError, TypeError, ValueError) as exc:
             raise Unacceptable(f"params do not fit kind {self.name!r}: {exc}",
-                                code="invalid_params") from exc
+                               code="invalid_params") from exc
         if not payloads:
             raise Unacceptable(f"kind {self.name!r} made no items from these params",
-                                code="invalid_params")
+                               code="invalid_params")
         return [NewItem(p, self._name_of(p, i)) for i, p in enumerate(payloads)]
 
     def _name_of(self, payload: Any, index: int) -> str:
@@ -112,7 +112,7 @@ class Registry:
         if found is None or not found.public:
             known = sorted(k for k, v in self._kinds.items() if v.public)
             raise Unacceptable(f"unknown kind {name!r}; known kinds: {', '.join(known)}",
-                                code="unknown_kind")
+                               code="unknown_kind")
         return found
 
     def names(self) -> list[str]:

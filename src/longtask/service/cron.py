@@ -19,13 +19,13 @@ def validate(expression: object) -> str:
     """The expression, stripped, if it is one that fires; Invalid otherwise."""
     if not isinstance(expression, str) or not 0 < len(expression.strip()) <= MAX_LENGTH:
         raise Invalid(f"`cron` must be a cron expression of up to {MAX_LENGTH} characters, "
-                           "e.g. `0 * * * *` or, with seconds first, `*/10 * * * * *`",
-                           code="invalid_cron")
+                      "e.g. `0 * * * *` or, with seconds first, `*/10 * * * * *`",
+                      code="invalid_cron")
     text = " ".join(expression.split())
     fields = len(text.split(" "))
     if not (text.startswith("@") or fields in (5, 6)):
         raise Invalid(f"`cron` has {fields} fields: give 5 (minute hour day month weekday) "
-                           "or 6 (seconds first)", code="invalid_cron")
+                      "or 6 (seconds first)", code="invalid_cron")
     try:
         next_after(text, datetime.now(timezone.utc))
     except Exception as exc:  # croniter raises several types (and a few plain ones) for bad input

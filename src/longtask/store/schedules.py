@@ -52,7 +52,7 @@ async def create(pool: asyncpg.Pool, *, tenant: str, kind: str, params: Any, cro
         count = await conn.fetchval("SELECT count(*) FROM schedules WHERE tenant = $1", tenant)
         if count >= max_per_tenant:
             raise LimitReached(f"this tenant has {count} schedules, its limit; delete some",
-                                  code="too_many_schedules")
+                               code="too_many_schedules")
         now = await conn.fetchval("SELECT now()")
         row = await conn.fetchrow(
             f"INSERT INTO schedules (tenant, kind, params, cron, next_run_at, queue)"

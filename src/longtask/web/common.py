@@ -42,7 +42,7 @@ async def authenticate(request: HTTPConnection) -> str:
     key = _bearer(request)
     if key is None:
         raise Unauthenticated("send `Authorization: Bearer <key>`; make a key with "
-                           "`longtask keys create --tenant NAME`", code="missing_key")
+                              "`longtask keys create --tenant NAME`", code="missing_key")
     tenant = await request.state.keys.tenant(key)
     if tenant is None:
         raise Unauthenticated("this API key is unknown or revoked", code="invalid_key")
@@ -59,7 +59,7 @@ async def authenticate_stream(request: HTTPConnection, task_id: str) -> str:
     tenant = tokens.verify(request.state.secret, token, task_id)
     if tenant is None:
         raise Unauthenticated("this stream token is invalid, expired or for another task",
-                           code="invalid_token")
+                              code="invalid_token")
     await request.state.admission.request(tenant)
     return tenant
 

@@ -34,7 +34,7 @@ async def upload(request: Request) -> Response:
         raise TooLarge(f"the request is over {settings.max_request_bytes} bytes")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Invalid("send the files as multipart/form-data, each in a `files` field",
-                           code="invalid_multipart")
+                      code="invalid_multipart")
     await documents_service.ensure_room(state.deps, tenant)
     limited = Request(request.scope, _limit(request.receive, settings.max_request_bytes))
     try:
@@ -42,7 +42,7 @@ async def upload(request: Request) -> Response:
     except HTTPException as exc:
         if "Too many files" in str(exc.detail):
             raise Unacceptable(f"at most {settings.max_files} files per upload",
-                                code="too_many_files") from None
+                               code="too_many_files") from None
         raise Invalid(f"malformed multipart body: {exc.detail}", code="invalid_multipart") \
             from None
     try:

@@ -23,7 +23,7 @@ async def create(request: Request) -> Response:
     body = await json_body(request, state.settings.max_params_bytes)
     if not isinstance(body, dict):
         raise Invalid('the body must be a JSON object: {"kind": ..., "params": {...}, '
-                           '"cron": "0 * * * *"}')
+                      '"cron": "0 * * * *"}')
     kind = state.registry.for_submit(body.get("kind"))
     params = {} if body.get("params") is None else body["params"]
     kind.split(params)  # the params must fit the kind now, not fail at every firing

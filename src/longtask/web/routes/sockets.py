@@ -184,7 +184,7 @@ def _after(message: dict[str, Any]) -> int:
     value = message.get("after", 0)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
         raise Invalid(f"`after` must be a sequence number from 0 to {MAX_SEQ}",
-                           code="invalid_after")
+                      code="invalid_after")
     return value
 
 

@@ -87,10 +87,10 @@ def resume_point(request: HTTPConnection) -> int:
         value = int(raw)
     except ValueError:
         raise Invalid("Last-Event-ID / `after` must be a sequence number",
-                           code="invalid_query") from None
+                      code="invalid_query") from None
     if not 0 <= value <= MAX_SEQ:
         raise Invalid(f"Last-Event-ID / `after` must be from 0 to {MAX_SEQ}",
-                           code="invalid_query")
+                      code="invalid_query")
     return value
 
 

@@ -38,12 +38,12 @@ async def submit(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
         raise Invalid(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters",
-                           code="invalid_idempotency_key")
+                      code="invalid_idempotency_key")
     deadline = body.get("deadline_seconds")
     if deadline is not None and (not isinstance(deadline, (int, float)) or isinstance(
             deadline, bool) or not 0 < deadline <= _MAX_DEADLINE):
         raise Invalid(f"`deadline_seconds` must be a number of seconds up to {_MAX_DEADLINE}",
-                           code="invalid_deadline")
+                      code="invalid_deadline")
     created = await tasks_service.submit(state.deps, tenant, kind, params, idempotency_key=key,
                                          deadline_seconds=deadline, run_at=start_time(body))
     return accepted(created)
@@ -60,7 +60,7 @@ def start_time(body: dict[str, Any]) -> datetime | None:
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) \
                 or not 0 <= delay <= _MAX_DEFER:
             raise Invalid(f"`delay` must be a number of seconds from 0 to {_MAX_DEFER}",
-                               code="invalid_delay")
+                          code="invalid_delay")
         return now + timedelta(seconds=delay)
     if run_at is None:
         return None
@@ -70,10 +70,10 @@ def start_time(body: dict[str, Any]) -> datetime | None:
         when = None
     if when is None or when.tzinfo is None:
         raise Invalid("`run_at` must be an ISO 8601 time with a timezone, e.g. "
-                           "2030-01-01T09:00:00Z", code="invalid_run_at")
+                      "2030-01-01T09:00:00Z", code="invalid_run_at")
     if not now - _PAST_GRACE <= when <= now + timedelta(seconds=_MAX_DEFER):
         raise Invalid(f"`run_at` must be from a minute ago to {_MAX_DEFER // 86400} days "
-                           "ahead", code="invalid_run_at")
+                      "ahead", code="invalid_run_at")
     return max(when, now)
 
 
