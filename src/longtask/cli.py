@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from longtask.client import cli as client_cli
@@ -39,6 +40,9 @@ EXTRAS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C must stop a command even if it started with SIGINT ignored, as a background job
+    # of a script does (`make test &`): Python then leaves it ignored, and `watch` never ends
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="longtask", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
