@@ -26,9 +26,9 @@ def follow(client: Client, task_id: str, console: Console) -> int:
     """Show the task live until it ends: 0 if it completed, 1 if it failed or was canceled.
     Ctrl-C stops following and, asked on a terminal, cancels the task (130)."""
     task = client.get(task_id)
-    console.print(f"task {task.id} ({task.kind}): following; Ctrl-C stops", highlight=False)
-    view = AnswerView(console) if task.kind == "agent" else TaskView(console, task)
     try:
+        console.print(f"task {task.id} ({task.kind}): following; Ctrl-C stops", highlight=False)
+        view = AnswerView(console) if task.kind == "agent" else TaskView(console, task)
         with view.live():
             for event in client.follow(task_id):
                 view.show(event)
