@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ from tests.support import Web, Worker, service_env, wait_for
 
 TABLES = ("task_events", "task_items", "tasks", "api_keys", "chunks", "document_pages",
           "documents", "file_parts", "files", "schedules")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started as a background job of a script (`make test &`) has SIGINT ignored, and
+    # so would every command it starts: give it Python's handler, so they start as from a shell
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass

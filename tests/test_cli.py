@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,17 +150,55 @@ async def _watch_then_ctrl_c(env: dict[str, str], tenant: Tenant, task_id: str,
 
 async def test_ctrl_c_off_a_terminal_leaves_the_task_running(
         services: Services, web: Web, tenant_a: Tenant, live_worker: Worker) -> None:
+    """Ctrl-C ends `watch` within 2 s whenever it comes, and the task keeps running."""
     env = _env(services, web, tenant_a)
     task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.forever"})).json()["id"]
-    code, out = await _watch_then_ctrl_c(env, tenant_a, task_id, subprocess.DEVNULL)
-    assert code == 130, out
-    assert f"task {task_id} keeps running" in out and "Traceback" not in out
+    await wait_status(tenant_a.client, task_id, {"running"})
+    left, closed = f"task {task_id} keeps running", _streams(tenant_a, open_=False)
+
+    async with _Live(env, "watch", task_id) as cli:  # as it starts: Python may still import
+        code, out = await cli.interrupt()
+    assert code in (130, -signal.SIGINT), out  # -SIGINT: before `main` could answer it
+
+    async with _Live(env, "watch", task_id) as cli:  # as it connects
+        await cli.shows("following; Ctrl-C stops")
+        code, out = await cli.interrupt()
+    assert code == 130 and left in out and "Traceback" not in out, out
+
+    # with its stream open, even started with SIGINT ignored (as a script's background job is)
+    await wait_for(closed, 10, "the server to close the last watch's stream")
+    async with _Live(env, "watch", task_id, sigint_ignored=True) as cli:
+        await wait_for(_streams(tenant_a), 30, "the watch to open its event stream")
+        code, out = await cli.interrupt()
+    assert code == 130 and left in out and "Traceback" not in out, out
+
+    await wait_for(closed, 10, "the server to close the last watch's stream")
+    async with CuttableProxy(web.port) as proxy:  # while it reconnects after a drop
+        async with _Live({**env, "LONGTASK_URL": proxy.url}, "watch", task_id) as cli:
+            await wait_for(_streams(tenant_a), 30, "the watch to open its event stream")
+            proxy.refusing, before = True, proxy.connections
+            proxy.cut()
+
+            async def reconnecting() -> bool:
+                return proxy.connections > before
+
+            await wait_for(reconnecting, 30, "the watch to reconnect")
+            code, out = await cli.interrupt()
+    assert code == 130 and left in out and "Traceback" not in out, out
     assert (await task_status(tenant_a.client, task_id))["status"] == "running"
 
     canceled = await _cli(env, "cancel", task_id)
     assert canceled.returncode == 0 and f"task {task_id} canceled" in canceled.stdout
     shown = await _cli(env, "show", task_id)
     assert "canceled" in shown.stdout and "test.forever" in shown.stdout
+
+
+def _streams(tenant: Tenant, open_: bool = True) -> Callable[[], Awaitable[bool]]:
+    """A check for `wait_for`: whether the web has an event stream open (or has none)."""
+    async def check() -> bool:
+        return bool((await tenant.client.get("/stats")).json()["open_streams"]) == open_
+
+    return check
 
 
 async def test_ctrl_c_on_a_terminal_asks_and_cancels(
@@ -183,13 +222,16 @@ async def test_ctrl_c_on_a_terminal_asks_and_cancels(
 class _Live:
     """A `longtask` command whose output is read as it comes, each piece with when it came."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.env, self.args = env, args
+    def __init__(self, env: dict[str, str], *args: str, sigint_ignored: bool = False) -> None:
+        self.env = env
         self.pieces: list[tuple[float, bytes]] = []
+        self.command = [sys.executable, "-m", "longtask.cli", *args]
+        if sigint_ignored:  # as a shell starts a background job without job control
+            self.command = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *self.command]
 
     async def __aenter__(self) -> _Live:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "longtask.cli", *self.args, env=self.env, cwd=ROOT,
+            *self.command, env=self.env, cwd=ROOT,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = asyncio.create_task(self._read())
         return self
@@ -211,6 +253,21 @@ class _Live:
             await self._reader
             code = await self.proc.wait()
         return code, b"".join(p for _, p in self.pieces).decode()
+
+    async def shows(self, text: str, timeout: float = 30) -> None:
+        async def shown() -> bool:
+            return text.encode() in b"".join(p for _, p in self.pieces)
+
+        await wait_for(shown, timeout, f"{text!r} in the output")
+
+    async def interrupt(self, within: float = 2.0) -> tuple[int, str]:
+        """Ctrl-C: the exit code and the whole output, once it has exited (within `within` s)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return await self.ended(within)
+        except TimeoutError:
+            out = b"".join(p for _, p in self.pieces).decode(errors="replace")
+            raise AssertionError(f"still running {within} s after SIGINT: {out!r}") from None
 
     def when(self, text: str) -> float:
         """When the output first held `text`."""
