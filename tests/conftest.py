@@ -21,7 +21,7 @@ from longtask.db import create_pool
 from longtask.db.migrate import migrate
 from longtask.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from longtask.store import api_keys
-from tests.support import Web, Worker, service_env, wait_for
+from tests.support import Web, Worker, cancel_open_tasks, service_env, wait_for
 
 TABLES = ("task_events", "task_items", "tasks", "api_keys", "chunks", "document_pages",
           "documents", "file_parts", "files", "schedules")
@@ -85,8 +85,9 @@ async def redis(services: Services) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def clean(_pool: asyncpg.Pool, redis: Redis) -> None:
-    """Clean tables and a clean Redis database for the test."""
+async def clean(_pool: asyncpg.Pool, redis: Redis) -> AsyncIterator[None]:
+    """Clean tables and a clean Redis database for the test. After it, what it left pending or
+    running is canceled, so that a test that fails does not hold up the next ones."""
 
     async def settled() -> bool:  # the last test's items finish (a canceled one cleans up)
         return not await _pool.fetchval(
@@ -101,6 +102,8 @@ async def clean(_pool: asyncpg.Pool, redis: Redis) -> None:
             if attempt == 4:
                 raise
     await redis.flushdb()
+    yield
+    await cancel_open_tasks(_pool, redis)
 
 
 @pytest.fixture
@@ -196,6 +199,7 @@ async def make_stack(services: Services, migrated: str, pool: asyncpg.Pool, redi
         return started[-1]
 
     yield make
+    await cancel_open_tasks(pool, redis)  # while the workers that run their items are up
     for stack in started:
         await stack.client.aclose()
         stack.web.terminate()

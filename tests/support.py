@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -14,11 +15,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 
-from longtask.broker import keys as redis_keys
-from longtask.dev.embedded import free_port
 from longtask import samples
+from longtask.broker import keys as redis_keys
+from longtask.config import Settings
+from longtask.core.errors import Conflict, NotFound
+from longtask.core.status import ACTIVE_SQL
+from longtask.dev.embedded import free_port
+from longtask.service import tasks as task_service
+from longtask.service.deps import Deps
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = samples.FOLDER  # the sample PDFs, package data (src/longtask/samples)
@@ -253,6 +260,24 @@ async def wait_status(client: httpx.AsyncClient, task_id: str, statuses: set[str
         return task if task["status"] in statuses else None
 
     return await wait_for(check, timeout, f"task {task_id} to reach {statuses}")
+
+
+async def cancel_open_tasks(pool: asyncpg.Pool, redis: Any, timeout: float = 15.0) -> None:
+    """Cancel every task still pending or running, as `POST /tasks/{id}/cancel` does, and wait
+    until the workers have stopped their items."""
+    rows = await pool.fetch(f"SELECT id::text, tenant FROM tasks WHERE status IN {ACTIVE_SQL}")
+    deps = Deps.open(Settings(), pool, redis)
+    try:
+        for row in rows:
+            with contextlib.suppress(Conflict, NotFound):  # it ended meanwhile
+                await task_service.cancel(deps, row["tenant"], row["id"])
+    finally:
+        await deps.close()
+
+    async def stopped() -> bool:
+        return not await pool.fetchval("SELECT count(*) FROM task_items WHERE status = 'running'")
+
+    await wait_for(stopped, timeout, "the running items of the canceled tasks to stop")
 
 
 class CuttableProxy:
