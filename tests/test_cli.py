@@ -156,9 +156,9 @@ async def test_ctrl_c_off_a_terminal_leaves_the_task_running(
     await wait_status(tenant_a.client, task_id, {"running"})
     left, closed = f"task {task_id} keeps running", _streams(tenant_a, open_=False)
 
-    async with _Live(env, "watch", task_id) as cli:  # as it starts: Python may still import
-        code, out = await cli.interrupt()
-    assert code in (130, -signal.SIGINT), out  # -SIGINT: before `main` could answer it
+    async with _Live(env, "watch", task_id) as cli:  # as it starts, maybe before `main` runs:
+        code, out = await cli.interrupt()  # 1 if Python was importing `site`, -2 if ours
+    assert code in (130, 1, -signal.SIGINT), out
 
     async with _Live(env, "watch", task_id) as cli:  # as it connects
         await cli.shows("following; Ctrl-C stops")
