@@ -22,9 +22,9 @@ from pathlib import Path
 
 from bench._report import Report, cli
 from bench._stack import Stack, descendants, proc_status
-from longtask.samples import FOLDER as SAMPLES
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.pdf import PdfParser
+from longtask.samples import FOLDER as SAMPLES
 from longtask.testing import pdfs
 
 

@@ -22,8 +22,7 @@ from arq.jobs import deserialize_result
 from bench._report import Report, cli
 from bench._stack import Stack
 from bench.submit import hammer, post_tasks
-from longtask.broker import queue
-from longtask.broker import connection
+from longtask.broker import connection, queue
 from tests.support import wait_for
 
 

@@ -18,8 +18,7 @@ from typing import Any
 from bench._http import Connection
 from bench._report import Report, cli
 from bench._stack import Stack, percentile
-from longtask.broker import queue
-from longtask.broker import connection
+from longtask.broker import connection, queue
 
 
 async def hammer(call: Callable[[int], Awaitable[object]], clients: int,

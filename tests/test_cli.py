@@ -23,8 +23,17 @@ from longtask.testing import pdfs
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 from tests.agents import ANSWER, SAMPLE, indexed_sample, script, step_of
 from tests.conftest import Services, Tenant
-from tests.support import (ROOT, SAMPLES, CuttableProxy, Web, Worker, fake_providers, task_status,
-                           wait_for, wait_status)
+from tests.support import (
+    ROOT,
+    SAMPLES,
+    CuttableProxy,
+    Web,
+    Worker,
+    fake_providers,
+    task_status,
+    wait_for,
+    wait_status,
+)
 
 
 async def test_keys_create_makes_a_working_key(services: Services, web: Web) -> None:

@@ -14,14 +14,29 @@ from httpx_sse import ServerSentEvent
 from redis.asyncio import Redis
 
 from longtask.client import AsyncClient, Client
-from longtask.client.errors import (ConnectionFailed, Conflict, InvalidRequest, NotFound,
-                                    Unauthorized, WaitTimeout)
+from longtask.client.errors import (
+    Conflict,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    WaitTimeout,
+)
 from longtask.client.follow import Cursor
 from longtask.client.models import Event
 from longtask.dev.embedded import free_port
 from tests.conftest import Tenant
-from tests.support import (ROOT, SAMPLES, CuttableProxy, Web, Worker, assert_event_times,
-                           sse_timed_events, utc_now, wait_for)
+from tests.support import (
+    ROOT,
+    SAMPLES,
+    CuttableProxy,
+    Web,
+    Worker,
+    assert_event_times,
+    sse_timed_events,
+    utc_now,
+    wait_for,
+)
 
 FANOUT = {"items": [{"name": "good"}, {"name": "bad", "fail": True}]}
 

@@ -8,13 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from longtask.web.routes import documents
-from longtask.web.routes import ops
-from longtask.web.routes import schedules
-from longtask.web.routes import sockets
-from longtask.web.routes import stream
-from longtask.web.routes import tasks
 from longtask.testing import pdfs
+from longtask.web.routes import documents, ops, schedules, sockets, stream, tasks
 from tests.conftest import Tenant
 from tests.sockets import socket_events, ws_url
 from tests.support import SAMPLES, Web, Worker, wait_status

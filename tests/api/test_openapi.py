@@ -10,12 +10,8 @@ from typing import Any
 
 import httpx
 
-from longtask.web.routes import documents
 from longtask.web import openapi
-from longtask.web.routes import ops
-from longtask.web.routes import schedules
-from longtask.web.routes import stream
-from longtask.web.routes import tasks
+from longtask.web.routes import documents, ops, schedules, stream, tasks
 from tests.support import wait_for
 
 CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformance,"

@@ -16,8 +16,16 @@ from redis.asyncio import Redis
 from longtask.broker import keys as redis_keys
 from longtask.store import events as event_store
 from tests.conftest import Services, Tenant
-from tests.support import (Web, Worker, assert_event_times, sse_events, sse_timed_events,
-                           utc_now, wait_for, wait_status)
+from tests.support import (
+    Web,
+    Worker,
+    assert_event_times,
+    sse_events,
+    sse_timed_events,
+    utc_now,
+    wait_for,
+    wait_status,
+)
 
 STEPS = {"kind": "test.fanout", "params": {"items": [{"name": f"f{i}"} for i in range(4)]}}
 

@@ -13,8 +13,15 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import Tenant
 from tests.sockets import Socket, read_until_closed, socket_events, ws_url
-from tests.support import (Web, Worker, assert_event_times, sse_timed_events, utc_now, wait_for,
-                           wait_status)
+from tests.support import (
+    Web,
+    Worker,
+    assert_event_times,
+    sse_timed_events,
+    utc_now,
+    wait_for,
+    wait_status,
+)
 
 
 def auth(tenant: Tenant) -> dict[str, str]:

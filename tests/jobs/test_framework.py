@@ -7,8 +7,14 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Tenant
-from tests.support import (Worker, assert_event_times, sse_events, sse_timed_events, utc_now,
-                           wait_status)
+from tests.support import (
+    Worker,
+    assert_event_times,
+    sse_events,
+    sse_timed_events,
+    utc_now,
+    wait_status,
+)
 
 
 async def test_fan_out_runs_each_item_as_its_own_job_and_a_bad_item_fails_alone(

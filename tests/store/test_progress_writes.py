@@ -8,11 +8,10 @@ import asyncpg
 from redis.asyncio import Redis
 
 from longtask.broker.outbox import Outbox
-from longtask.worker.progress import ProgressWriter
+from longtask.core.models import NewItem, Report
 from longtask.store import items as item_store
 from longtask.store import tasks as task_store
-from longtask.core.models import Report
-from longtask.core.models import NewItem
+from longtask.worker.progress import ProgressWriter
 from tests.support import wait_for
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from longtask.store import tasks as task_store
 from longtask.core.models import NewItem
+from longtask.store import tasks as task_store
 
 
 @pytest.mark.parametrize("end", ["completed", "failed", "canceled"])

@@ -19,8 +19,8 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
 from longtask.broker import keys as redis_keys
-from longtask.core.errors import LimitReached, Unavailable
 from longtask.config import Settings
+from longtask.core.errors import LimitReached, Unavailable
 
 log = logging.getLogger(__name__)
 

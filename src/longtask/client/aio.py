@@ -16,9 +16,9 @@ from httpx_sse import aconnect_sse
 
 from longtask.client import calls
 from longtask.client import follow as streams
+from longtask.client.calls import Call, UploadItem
 from longtask.client.errors import ClientError, WaitTimeout
 from longtask.client.follow import Cursor
-from longtask.client.calls import Call, UploadItem
 from longtask.client.models import Event, SearchHit, Stats, Task, TaskPage, Upload
 
 T = TypeVar("T")

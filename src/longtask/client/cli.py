@@ -28,11 +28,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from longtask.client.sync import Client
 from longtask.client.args import MAX_STEPS, document_ids, json_object, max_steps, question
 from longtask.client.display import INTERRUPTED, follow
 from longtask.client.errors import ClientError, Unauthorized
 from longtask.client.models import Task
+from longtask.client.sync import Client
 from longtask.core.status import ALL as STATUSES
 
 USAGE = 2

@@ -10,13 +10,19 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from longtask.client.sync import Client
 from longtask.client.ask import AnswerView
 from longtask.client.errors import Conflict
 from longtask.client.models import Event, Task
+from longtask.client.sync import Client
 
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 _COUNTS = (("pages", "pages_total", "pages"), ("chunks", "chunks_total", "chunks"))

@@ -13,8 +13,15 @@ import httpx
 from httpx_sse import ServerSentEvent, SSEError
 
 from longtask.client import models
-from longtask.client.errors import (ClientError, ConnectionFailed, RateLimited, ServerError,
-                                    Unavailable, WaitTimeout, error_for)
+from longtask.client.errors import (
+    ClientError,
+    ConnectionFailed,
+    RateLimited,
+    ServerError,
+    Unavailable,
+    WaitTimeout,
+    error_for,
+)
 from longtask.client.models import Event
 
 STREAM_READ_TIMEOUT = 60.0  # the server pings every 15 s; a silent minute is a dead connection

@@ -14,9 +14,9 @@ from httpx_sse import connect_sse
 from longtask.client import calls
 from longtask.client import follow as streams
 from longtask.client.aio import AsyncClient
+from longtask.client.calls import Call, UploadItem
 from longtask.client.errors import ClientError
 from longtask.client.follow import Cursor
-from longtask.client.calls import Call, UploadItem
 from longtask.client.models import Event, SearchHit, Stats, Task, TaskPage, Upload
 
 __all__ = ["AsyncClient", "Client", "ClientError", "Event", "SearchHit", "Stats", "Task",

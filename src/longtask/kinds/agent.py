@@ -17,11 +17,11 @@ import asyncio
 import re
 from typing import Any
 
+from longtask.core.context import JobContext
 from longtask.core.errors import PermanentError, TransientError
+from longtask.core.kinds import kind
 from longtask.kinds import agent_tools as tools
 from longtask.kinds import llm
-from longtask.core.context import JobContext
-from longtask.core.kinds import kind
 from longtask.pipeline.chat import ChatClient, ChatReply, ToolCall
 
 MAX_STEPS = 20

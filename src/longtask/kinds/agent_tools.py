@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from longtask.core.errors import NotFound
 from longtask.core.context import JobContext
+from longtask.core.errors import NotFound
 from longtask.pipeline import providers
 from longtask.pipeline.embed import Embedder
 from longtask.store import documents

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from longtask.core.errors import PermanentError
 from longtask.core.context import JobContext
+from longtask.core.errors import PermanentError
 from longtask.core.kinds import kind
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from longtask.core.errors import PermanentError
-from longtask.kinds import llm
 from longtask.core.context import JobContext
+from longtask.core.errors import PermanentError
 from longtask.core.kinds import kind
+from longtask.kinds import llm
 from longtask.store import documents
 
 MAX_ITEMS = 1000

@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from longtask.core.errors import JobCanceled, PermanentError, TransientError
-from longtask.kinds import llm
 from longtask.core.context import JobContext
+from longtask.core.errors import JobCanceled, PermanentError, TransientError
 from longtask.core.kinds import kind
+from longtask.kinds import llm
 from longtask.pipeline import providers
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.embed import Embedder

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from longtask.pipeline.chat import ChatClient, OnDelta
+
 SUMMARY_INPUT_CHARS = 12_000  # what the summary prompt sees of a long document
 
 _SYSTEM = ("You summarise documents for a search index. Write 3 to 5 plain sentences that say "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from longtask.config import Settings
 from longtask.pipeline.chat import ChatClient, Throttle
 from longtask.pipeline.embed import Embedder, HttpEmbedder, LocalEmbedder
 from longtask.pipeline.llm import ChatSummariser, ExtractiveSummariser, Summariser
-from longtask.config import Settings
 
 
 def chat(settings: Settings, http: httpx.AsyncClient,

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from longtask.service import cron
-from longtask.db import transaction
 from longtask.core.errors import DomainError
+from longtask.core.kinds import Registry, params_hash
+from longtask.core.models import Created
+from longtask.db import transaction
+from longtask.service import cron
 from longtask.service.deps import Deps
 from longtask.service.tasks import enqueue
-from longtask.core.kinds import Registry, params_hash
 from longtask.store import schedules as schedule_store
 from longtask.store import tasks as task_store
-from longtask.core.models import Created
 from longtask.store.schedules import Schedule
 
 log = logging.getLogger(__name__)

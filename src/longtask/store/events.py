@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 
 from longtask.core.events import Event, parse_at
-from longtask.db import Conn, Db, returned
 from longtask.core.status import ACTIVE_SQL, TERMINAL
+from longtask.db import Conn, Db, returned
 
 # Takes the task's next sequence number and stores the event in one statement, so the two
 # commit together; a task that has ended takes no more events (the UPDATE matches no row).

@@ -16,7 +16,6 @@ from longtask.core.models import Claim, Finished, PendingJob, Report, item_job_i
 from longtask.core.status import ACTIVE_SQL
 from longtask.store import events
 
-
 _LEASE = "now() + make_interval(secs => $3)"
 
 async def claim(pool: asyncpg.Pool, item_id: str, job_id: str, owner: str,

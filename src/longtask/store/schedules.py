@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from longtask.core.errors import LimitReached, NotFound
 from longtask.db import Conn, Db, returned, transaction
-from longtask.core.errors import NotFound, LimitReached
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import fields
 from contextlib import nullcontext
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 
-from longtask.db import Db, returned, transaction
 from longtask.config import DEFAULT_QUEUE
-from longtask.core.errors import Conflict, NotFound, LimitReached
-from longtask.core.models import Canceled, Created, NewItem, PendingJob, Task, item_job_id
+from longtask.core.errors import Conflict, LimitReached, NotFound
 from longtask.core.events import Event
+from longtask.core.models import Canceled, Created, NewItem, PendingJob, Task, item_job_id
 from longtask.core.status import ACTIVE_SQL, TERMINAL_SQL
+from longtask.db import Db, returned, transaction
 from longtask.store.events import insert_at
 
 OPEN_TASKS_RETRY_AFTER = 5  # seconds: a tenant at its limit waits for some tasks to end

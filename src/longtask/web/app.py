@@ -17,23 +17,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from longtask.broker import connection
-from longtask.web import openapi, request_id
-from longtask.web.errors import domain_response, error_response
-from longtask.web.routes import dashboard, documents, ops, schedules, sockets, stream, tasks
 from longtask.broker.admission import Admission
-from longtask.web.common import KeyCache
-from longtask.web.instrument import HttpMetrics
-from longtask.db import create_pool
 from longtask.broker.embed_rpc import RemoteEmbedder
-from longtask.core.errors import DomainError, Unavailable
 from longtask.broker.hub import Hub
-from longtask.service.deps import Deps
-from longtask.core.kinds import Registry
-from longtask.obs.metrics import WebMetrics
-from longtask.service.outages import DEPENDENCY_ERRORS
-from longtask.pipeline import providers
 from longtask.config import Settings, require_services
+from longtask.core.errors import DomainError, Unavailable
+from longtask.core.kinds import Registry
+from longtask.db import create_pool
+from longtask.obs.metrics import WebMetrics
+from longtask.pipeline import providers
+from longtask.service.deps import Deps
+from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.store import meta
+from longtask.web import openapi, request_id
+from longtask.web.common import KeyCache
+from longtask.web.errors import domain_response, error_response
+from longtask.web.instrument import HttpMetrics
+from longtask.web.routes import dashboard, documents, ops, schedules, sockets, stream, tasks
 
 log = logging.getLogger(__name__)
 

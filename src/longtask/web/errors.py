@@ -8,8 +8,17 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from longtask.core.errors import (Conflict, DomainError, Invalid, LimitReached, NotFound,
-                                  TooLarge, Unacceptable, Unauthenticated, Unavailable)
+from longtask.core.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    LimitReached,
+    NotFound,
+    TooLarge,
+    Unacceptable,
+    Unauthenticated,
+    Unavailable,
+)
 
 STATUS: dict[type[DomainError], int] = {
     Invalid: 400,

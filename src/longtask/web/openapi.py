@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from longtask.web.schemas import SCHEMAS, STATUSES, ref
 from longtask.core.kinds import Registry
+from longtask.web.schemas import SCHEMAS, STATUSES, ref
 
 _ERRORS = {
     "400": "malformed request", "401": "missing or unknown key", "404": "not found (also "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,17 +14,17 @@ import asyncpg
 import httpx
 from arq import ArqRedis
 
+from longtask.broker.outbox import Outbox
+from longtask.config import Settings
 from longtask.core.errors import JobCanceled
 from longtask.core.events import check_data
-from longtask.broker.outbox import Outbox
-from longtask.service.deps import Deps
+from longtask.core.models import Claim, Report
 from longtask.obs.metrics import WorkerMetrics
-from longtask.config import Settings
+from longtask.service.deps import Deps
 from longtask.store import events as event_store
 from longtask.store import items as item_store
 from longtask.worker.progress import ProgressWriter
 from longtask.worker.textstream import TextStream
-from longtask.core.models import Claim, Report
 
 log = logging.getLogger(__name__)
 

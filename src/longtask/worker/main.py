@@ -18,24 +18,22 @@ from arq import cron
 from arq.worker import Retry, func
 from redis.exceptions import RedisError
 
-from longtask.broker import embed_rpc
-from longtask.obs import logs
-from longtask.broker import queue
-from longtask.broker import connection
+from longtask.broker import connection, embed_rpc, queue
 from longtask.broker import keys as redis_keys
-from longtask.db import create_pool
-from longtask.service import duties, schedules
-from longtask.service.deps import Deps
-from longtask.worker.context import Services
-from longtask.worker.runner import Running, run_item
+from longtask.config import Settings, require_services
 from longtask.core.kinds import Registry
+from longtask.db import create_pool
+from longtask.obs import logs
 from longtask.obs.metrics import WorkerMetrics
-from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.pipeline import providers
 from longtask.pipeline.embed import LocalEmbedder
-from longtask.config import Settings, require_services
+from longtask.service import duties, schedules
+from longtask.service.deps import Deps
+from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
+from longtask.worker.context import Services
+from longtask.worker.runner import Running, run_item
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from longtask.broker.outbox import Outbox
-from longtask.store import items as item_store
 from longtask.core.events import Event
 from longtask.core.models import Report
+from longtask.store import items as item_store
 
 
 class ProgressWriter:

@@ -16,16 +16,16 @@ import random
 import time
 from typing import Any
 
+from longtask.core.errors import JobCanceled, JobError, PermanentError, TransientError
+from longtask.core.kinds import Kind, Registry
+from longtask.core.status import TERMINAL
 from longtask.obs import logs
+from longtask.pipeline import http as provider_calls
 from longtask.service import items as items_service
 from longtask.service import webhooks
-from longtask.core.errors import JobCanceled, JobError, PermanentError, TransientError
-from longtask.worker.context import RunContext, Services
-from longtask.core.kinds import Kind, Registry
 from longtask.service.outages import DEPENDENCY_ERRORS
-from longtask.pipeline import http as provider_calls
 from longtask.store import items as item_store
-from longtask.core.status import TERMINAL
+from longtask.worker.context import RunContext, Services
 
 log = logging.getLogger(__name__)
 

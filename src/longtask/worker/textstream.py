@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from longtask.store import items as item_store
 from longtask.core.events import DELTA, Event, now
+from longtask.store import items as item_store
 
 if TYPE_CHECKING:
     from longtask.worker.context import RunContext

@@ -14,12 +14,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from longtask.web.common import authenticate, int_query, uuid_value
-from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
 from longtask.core.errors import Invalid, TooLarge, Unacceptable
-from longtask.store import documents as doc_store
 from longtask.service import documents as documents_service
 from longtask.service.documents import Incoming
+from longtask.store import documents as doc_store
+from longtask.web.common import authenticate, int_query, uuid_value
+from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
 
 MAX_QUERY_CHARS = 2000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")

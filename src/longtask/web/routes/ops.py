@@ -13,9 +13,9 @@ from starlette.routing import Route
 
 from longtask.broker import admission
 from longtask.broker import keys as redis_keys
-from longtask.web.common import authenticate
 from longtask.obs.metrics import CONTENT_TYPE, Snapshot
 from longtask.store import tasks as task_store
+from longtask.web.common import authenticate
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from longtask.service import cron
-from longtask.web.common import authenticate, int_query, json_body, uuid_value
-from longtask.web.routes.tasks import decode_cursor, encode_cursor
 from longtask.core.errors import Invalid
+from longtask.service import cron
 from longtask.store import schedules as schedule_store
 from longtask.store.schedules import Schedule
+from longtask.web.common import authenticate, int_query, json_body, uuid_value
+from longtask.web.routes.tasks import decode_cursor, encode_cursor
 
 
 async def create(request: Request) -> Response:

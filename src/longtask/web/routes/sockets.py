@@ -33,15 +33,15 @@ from typing import Any
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from longtask.web.common import authenticate_stream, task_id
-from longtask.web.routes.stream import MAX_SEQ, resume_point
-from longtask.service import tasks as tasks_service
-from longtask.web.routes.tasks import task_body
-from longtask.web.errors import status_of
 from longtask.core.errors import DomainError, Invalid
-from longtask.service.streams import replay_then_tail
+from longtask.service import tasks as tasks_service
 from longtask.service.outages import DEPENDENCY_ERRORS
+from longtask.service.streams import replay_then_tail
 from longtask.store import tasks as task_store
+from longtask.web.common import authenticate_stream, task_id
+from longtask.web.errors import status_of
+from longtask.web.routes.stream import MAX_SEQ, resume_point
+from longtask.web.routes.tasks import task_body
 
 log = logging.getLogger(__name__)
 

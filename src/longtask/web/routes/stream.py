@@ -24,10 +24,10 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from longtask.web.common import authenticate_stream, task_id
 from longtask.core.errors import Invalid
-from longtask.service.streams import replay_then_tail
 from longtask.core.events import AT, Event
+from longtask.service.streams import replay_then_tail
+from longtask.web.common import authenticate_stream, task_id
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from longtask.core import tokens
-from longtask.web.common import authenticate, int_query, json_body, task_id
 from longtask.core.errors import Invalid
+from longtask.core.models import Created, Task
+from longtask.core.status import ALL as STATUSES
+from longtask.service import tasks as tasks_service
 from longtask.store import items as item_store
 from longtask.store import tasks as task_store
-from longtask.core.models import Created, Task
-from longtask.service import tasks as tasks_service
-from longtask.core.status import ALL as STATUSES
+from longtask.web.common import authenticate, int_query, json_body, task_id
 
 _MAX_IDEMPOTENCY_KEY = 200
 _MAX_DEADLINE = 30 * 86400
