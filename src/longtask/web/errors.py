@@ -33,10 +33,10 @@ STATUS: dict[type[DomainError], int] = {
 
 
 def status_of(exc: DomainError) -> int:
-    """The HTTP status of a domain error (its nearest mapped class; 400 for the base)."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+    """The HTTP status of a domain error (400 for one of no mapped kind)."""
+    for cls, status in STATUS.items():
+        if isinstance(exc, cls):
+            return status
     return 400
 
 
