@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from longtask.core.errors import NotFound
+from longtask.db import Db, transaction
 
 _MAX_DIM = 16000
 
@@ -184,15 +185,19 @@ async def drop_generation(pool: asyncpg.Pool, document_id: str, generation: str)
         " AND d.id = c.document_id AND d.generation IS DISTINCT FROM $2", document_id, generation)
 
 
-async def ensure_vector_index(pool: asyncpg.Pool, model: str, dim: int) -> None:
+async def ensure_vector_index(db: Db, model: str, dim: int) -> None:
     """An HNSW index for one embedding model (the migration made the local model's)."""
     if not 0 < dim <= _MAX_DIM:
         raise ValueError(f"embedding dimension {dim} is out of range")
     name = "chunks_hnsw_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{model}:{dim}").hex[:12]
-    await pool.execute(
-        f"CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
-        f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = $$" + model.replace("$", "")
-        + "$$")
+    async with transaction(db) as conn:
+        # IF NOT EXISTS does not hold against itself: two sessions both find no index, and the
+        # second fails on pg_class's unique name once the first commits. So one at a time.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
+            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = $$"
+            + model.replace("$", "") + "$$")
 
 
 async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: str, k: int,
