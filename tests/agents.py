@@ -29,7 +29,10 @@ def script(messages: list[dict[str, Any]]) -> str | dict[str, Any]:
 
 
 def step_of(body: Any) -> int:
-    """Which step an LLM request is for: 1 + the tool results it carries."""
+    """Which step an LLM request is for: 1 + the tool results it carries; 0 while the test
+    server has listed the request but not read its body yet (seen in a busy full run)."""
+    if not isinstance(body, dict):
+        return 0
     return 1 + sum(1 for m in body["messages"] if m["role"] == "tool")
 
 

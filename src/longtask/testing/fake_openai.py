@@ -65,7 +65,7 @@ class Record:
     """One request as the server saw it (times are `time.monotonic()`)."""
 
     path: str
-    body: Any
+    body: Any  # None until the server has read it (the record is listed as the request comes in)
     started: float
     status: int = 0  # the status sent; 0 if nothing was (a hang the client gave up on)
     ended: float = 0.0  # just before the last byte went out, or when the connection was dropped

@@ -38,7 +38,6 @@ from longtask.web.routes import dashboard, documents, ops, schedules, sockets, s
 log = logging.getLogger(__name__)
 
 
-
 def create_app(settings: Settings) -> Starlette:
     database_url, redis_url = require_services(settings)
     registry = Registry.from_modules(settings.kinds)

@@ -38,7 +38,6 @@ from longtask.worker.runner import Running, run_item
 log = logging.getLogger(__name__)
 
 
-
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Everything `arq worker.WorkerSettings` needs, from one Settings."""
     database_url, redis_url = require_services(settings)
