@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 apt_install = if [ -n "$(1)" ]; then echo "installing:$(1)"; \
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1); fi
 
-.PHONY: demo dev test bench setup system-deps browser-deps migrate clean-data
+.PHONY: demo dev test bench setup system-deps browser-deps test-deps migrate clean-data
 
 demo: setup                     ## set up, start everything locally, run a job and follow it
 	$(BIN)/longtask demo
@@ -16,7 +16,7 @@ demo: setup                     ## set up, start everything locally, run a job a
 dev: setup                      ## web + worker on embedded Postgres and Redis until Ctrl-C
 	$(BIN)/longtask dev
 
-test: setup browser-deps        ## lint, layers, types, then the test suite (real Postgres, Redis, uvicorn, workers, chromium)
+test: setup browser-deps test-deps  ## lint, layers, types, then the test suite (real Postgres, Redis, uvicorn, workers, chromium)
 	$(BIN)/ruff check
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -35,6 +35,12 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	$(call apt_install,$$missing)
+
+# the deploy tests run a real PgBouncer (transaction pooling) in front of the test Postgres
+test-deps:
+	@missing=""; \
+	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	$(call apt_install,$$missing)
 
 # playwright-core (pinned in tests/web/package-lock.json) drives Debian's chromium in the
