@@ -8,7 +8,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 apt_install = if [ -n "$(1)" ]; then echo "installing:$(1)"; \
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1); fi
 
-.PHONY: demo dev test bench setup system-deps browser-deps test-deps migrate clean-data
+.PHONY: demo dev test bench setup system-deps browser-deps test-deps lock migrate clean-data
 
 demo: setup                     ## set up, start everything locally, run a job and follow it
 	$(BIN)/longtask demo
@@ -24,6 +24,12 @@ test: setup browser-deps test-deps  ## lint, layers, types, then the test suite 
 
 bench: setup                    ## every benchmark of issue 7; writes bench/RESULTS.md (~15 min)
 	$(BIN)/python -m bench
+
+# requirements.txt: what a Python buildpack installs for the Procfile: the server, every
+# version pinned, no torch (tests/deploy checks it installs alone and matches pyproject.toml)
+lock: setup
+	echo '.[server]' | $(BIN)/uv pip compile - --python-version 3.11 --quiet \
+		--custom-compile-command "make lock" --output-file requirements.txt
 
 migrate: setup
 	$(BIN)/longtask migrate

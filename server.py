@@ -1,12 +1,20 @@
-"""The web process for the Procfile: `uvicorn server:app`. With DATABASE_URL or REDIS_URL unset it
-starts embedded ones (`.data/`). The package's own entry point, which needs no checkout and
-takes the URLs from the environment, is `uvicorn --factory longtask.web.app:app_from_env`."""
+"""The web process as `uvicorn server:app` (the Procfile runs `longtask web`, the same app in
+WEB_CONCURRENCY processes). DATABASE_URL and REDIS_URL come from the environment; unset, the
+process exits naming the variable, unless LONGTASK_EMBEDDED=1 asks for embedded services
+(`.data/`). The package's own entry point, which needs no checkout, is
+`uvicorn --factory longtask.web.app:app_from_env`."""
+
+import sys
 
 from longtask.config import Settings
+from longtask.core.errors import ConfigError
 from longtask.dev import embedded
 from longtask.obs.logs import configure_logging
 from longtask.web.app import create_app
 
-settings = Settings.from_env()
+try:
+    settings = embedded.services(Settings.from_env())
+except ConfigError as exc:
+    sys.exit(f"longtask web: {exc}")
 configure_logging(settings)
-app = create_app(embedded.resolve(settings))
+app = create_app(settings)

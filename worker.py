@@ -1,13 +1,20 @@
-"""The worker process for the Procfile: `arq worker.WorkerSettings`. With DATABASE_URL or
-REDIS_URL unset it starts embedded ones (`.data/`). The package's own entry point, which needs
-no checkout and takes the URLs from the environment, is
+"""The worker process as `arq worker.WorkerSettings` (the Procfile runs `longtask worker`, the
+same worker without arq's own log handler). DATABASE_URL and REDIS_URL come from the
+environment; unset, the process exits naming the variable, unless LONGTASK_EMBEDDED=1 asks for
+embedded services (`.data/`). The package's own entry point, which needs no checkout, is
 `arq longtask.worker.main.WorkerSettings`."""
 
+import sys
+
 from longtask.config import Settings
+from longtask.core.errors import ConfigError
 from longtask.dev import embedded
 from longtask.obs.logs import configure_logging
 from longtask.worker.main import worker_settings
 
-settings = Settings.from_env()
+try:
+    settings = embedded.services(Settings.from_env())
+except ConfigError as exc:
+    sys.exit(f"longtask worker: {exc}")
 configure_logging(settings)
-WorkerSettings = worker_settings(embedded.resolve(settings))
+WorkerSettings = worker_settings(settings)

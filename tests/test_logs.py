@@ -99,3 +99,38 @@ async def test_json_logs_carry_request_task_and_item_ids(make_stack: Any) -> Non
     for proc in (stack.web, stack.workers[0]):
         text = proc.log_path.read_text()
         assert token not in text and stack.key not in text
+
+
+async def test_text_logs_print_each_line_once_in_one_format(make_stack: Any) -> None:
+    """uvicorn's and the `arq` command's own handlers are taken over: each record is one line,
+    in longtask's format, with stream tokens masked (text is the default format)."""
+    stack = await make_stack()
+    submitted = await stack.client.post("/tasks", json={"kind": "test.echo", "params": {}})
+    task_id = submitted.json()["id"]
+    task = await wait_status(stack.client, task_id, {"completed"})
+    item_id = task["items"][0]["id"]
+    token = (await stack.client.post(f"/tasks/{task_id}/stream-token")).json()["token"]
+    async with httpx.AsyncClient(base_url=stack.web.url) as anon:
+        assert (await anon.get(f"/tasks/{task_id}/events",
+                               params={"token": token})).status_code == 200
+    web, worker = stack.web, stack.workers[0]
+
+    async def logged() -> bool:
+        return ("/events" in web.log_path.read_text()
+                and f"← item:{item_id}" in worker.log_path.read_text())
+
+    await wait_for(logged, what="the stream request's and the item's lines")
+    ours = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+ ")
+    for line in (f"→ item:{item_id}", f"← item:{item_id}"):  # ARQ's, for this item's job
+        found = [n for n in _lines(worker.log_path) if line in n]
+        assert len(found) == 1, found
+        assert ours.match(found[0]), found[0]
+    assert all(ours.match(n) for n in own_lines(web)), own_lines(web)
+
+    def count(proc: Proc, line: str) -> int:  # a log file may hold earlier processes' lines
+        return sum(line in n for n in _lines(proc.log_path))
+
+    # once per process start: ARQ's line as often as ours, uvicorn's as often as its other one
+    assert count(worker, "Starting worker for") == count(worker, "ready; kinds:") >= 1
+    assert count(web, "Application startup complete") == count(web, "Started server process")
+    assert token not in web.log_path.read_text()

@@ -6,9 +6,8 @@
 - `longtask demo` works from the wheel in another folder: samples, dashboard and migrations are
   package data, and the processes start from the package's own entry points.
 
-The venvs are built once per session, in a temp dir, by the session's own pip (`--python`), so
-they hold only what the wheel asks for; pip's cache and the configured indexes serve the
-packages. Slow (a minute or two): `pytest -m "not slow"` skips them; `make test` runs them.
+The venvs (tests/installs.py) are built once per session, in a temp dir. Slow (a minute or
+two): `pytest -m "not slow"` skips them; `make test` runs them.
 """
 
 from __future__ import annotations
@@ -16,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +29,7 @@ from longtask.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from longtask.store import api_keys
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
+from tests.installs import Venv, pin, run, scratch_dir, user_env
 from tests.support import ROOT, SAMPLES, Web, Worker, fake_providers, service_env, wait_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -43,73 +40,17 @@ LOADED = ("import sys, {module}; "
           "print(' '.join(sorted({{m.partition('.')[0] for m in sys.modules}} & {banned!r})))")
 
 
-class Venv:
-    """A fresh venv with the wheel (and `extras`) installed, and nothing else: no pip of its own."""
-
-    def __init__(self, path: Path, wheel: Path, extras: str = "", *more: str) -> None:
-        self.path = path
-        started = time.monotonic()
-        _run([sys.executable, "-m", "venv", "--without-pip", str(path)])
-        _run([sys.executable, "-m", "pip", "--python", str(self.python), "install", "--quiet",
-              "--disable-pip-version-check", f"{wheel}{extras}", *more], timeout=540)
-        self.seconds = time.monotonic() - started
-        print(f"\nvenv {path.name} ({wheel.name}{extras} {' '.join(more)}): "
-              f"{self.seconds:.1f} s, site-packages {self.size / 1e6:.1f} MB")
-
-    @property
-    def python(self) -> Path:
-        return self.path / "bin" / "python"
-
-    @property
-    def site_packages(self) -> Path:
-        return next((self.path / "lib").glob("python3*/site-packages"))
-
-    @property
-    def size(self) -> int:
-        return sum(p.stat().st_size for p in self.site_packages.rglob("*")
-                   if p.is_file() and not p.is_symlink())
-
-    def run(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """A command of this venv (`python`, `longtask`, ...) as a user runs it: outside the
-        checkout, with none of the test session's PYTHONPATH."""
-        command = [str(self.path / "bin" / args[0]), *args[1:]]
-        return subprocess.run(command, env=env or user_env(), cwd=cwd or self.path,
-                              capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-
-    def loaded(self, module: str) -> list[str]:
-        """The server-side packages that importing `module` loads in this venv."""
-        run = self.run("python", "-c", LOADED.format(module=module, banned=set(SERVER_SIDE)))
-        assert run.returncode == 0, run.stderr
-        return run.stdout.split()
-
-
-def user_env(**extra: str) -> dict[str, str]:
-    """The environment less what ties a process to the checkout or to the test session."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LONGTASK_", "PYTHON", "VIRTUAL_ENV"))
-           and k not in ("DATABASE_URL", "REDIS_URL", "PORT")}
-    return {**env, **extra}
-
-
-def pin(name: str) -> str:
-    """`name==version` as pyproject.toml pins it (in any extra)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = [*project["dependencies"],
-            *(r for extra in project["optional-dependencies"].values() for r in extra)]
-    return next(r for r in pins if r.partition("==")[0] == name)
+def loaded(venv: Venv, module: str) -> list[str]:
+    """The server-side packages that importing `module` loads in `venv`."""
+    done = venv.run("python", "-c", LOADED.format(module=module, banned=set(SERVER_SIDE)))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
 
 
 @pytest.fixture(scope="session")
 def packaging_dir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="longtask-packaging-"))
-    os.chmod(root, 0o755)  # the pgserver system user must reach the demo's data directory
-    try:
+    with scratch_dir("longtask-packaging-") as root:
         yield root
-    finally:
-        if os.environ.get("CI") != "true":
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +63,7 @@ def wheel(packaging_dir: Path) -> Path:
     shutil.copytree(ROOT / "src", source / "src",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     started = time.monotonic()
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
           "--no-deps", "--wheel-dir", str(packaging_dir / "dist"), str(source)], timeout=300)
     built = next((packaging_dir / "dist").glob("longtask-*.whl"))
     print(f"\nwheel {built.name}: {built.stat().st_size / 1e3:.0f} kB "
@@ -132,19 +73,19 @@ def wheel(packaging_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def client_venv(packaging_dir: Path, wheel: Path) -> Venv:
-    return Venv(packaging_dir / "client", wheel)
+    return Venv(packaging_dir / "client", str(wheel))
 
 
 @pytest.fixture(scope="session")
 def server_venv(packaging_dir: Path, wheel: Path) -> Venv:
-    return Venv(packaging_dir / "server", wheel, "[server]")
+    return Venv(packaging_dir / "server", f"{wheel}[server]")
 
 
 @pytest.fixture(scope="session")
 def demo_venv(packaging_dir: Path, wheel: Path) -> Venv:
     """The cheapest install that runs `longtask demo` on its own: the server and embedded
     PostgreSQL (pgserver), with embeddings from the test server instead of torch."""
-    return Venv(packaging_dir / "demo", wheel, "[server]", pin("pgserver"))
+    return Venv(packaging_dir / "demo", f"{wheel}[server]", pin("pgserver"))
 
 
 # 1. `pip install longtask`: the client and the CLI only
@@ -160,12 +101,12 @@ def test_the_client_install_is_small_and_has_no_server_packages(client_venv: Ven
 
 
 def test_the_client_imports_nothing_server_side(client_venv: Venv, server_venv: Venv) -> None:
-    assert client_venv.loaded("longtask.client") == []
+    assert loaded(client_venv, "longtask.client") == []
     # the job-author API (`import longtask`: kind, JobContext, errors) loads no I/O library either
-    assert server_venv.loaded("longtask") == []
+    assert loaded(server_venv, "longtask") == []
     # where the server packages are installed, the client still does not load them
-    assert server_venv.loaded("longtask.client") == []
-    assert server_venv.loaded("longtask.cli") == []
+    assert loaded(server_venv, "longtask.client") == []
+    assert loaded(server_venv, "longtask.cli") == []
 
 
 def test_the_cli_runs_from_the_client_install(client_venv: Venv) -> None:
@@ -175,11 +116,12 @@ def test_the_cli_runs_from_the_client_install(client_venv: Venv) -> None:
     # a client command runs all the way: here to a port where nothing listens
     refused = client_venv.run("longtask", "ls", "--url", "http://127.0.0.1:9", "--key", "lt_x")
     assert refused.returncode == 1 and "connection_failed" in refused.stderr
-    for command in (["migrate"], ["keys", "create", "--tenant", "t"], ["dev"], ["demo"]):
-        run = client_venv.run("longtask", *command)
-        assert run.returncode == 2, run.stderr
-        assert run.stderr.count("\n") == 1, run.stderr  # one line, no traceback
-        assert "pip install 'longtask[server]'" in run.stderr
+    for command in (["migrate"], ["web"], ["worker"], ["keys", "create", "--tenant", "t"],
+                    ["dev"], ["demo"]):
+        refused = client_venv.run("longtask", *command)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr  # one line, no traceback
+        assert "pip install 'longtask[server]'" in refused.stderr
 
 
 # 2. `longtask[server]`: web and worker with no torch, embeddings from an OpenAI-compatible URL
@@ -237,22 +179,16 @@ async def test_demo_runs_from_the_wheel_outside_the_checkout(demo_venv: Venv,
     with FakeOpenAI() as fake:
         env = user_env(**fake_providers(fake), PORT=str(free_port()), LOG_LEVEL="WARNING")
         try:
-            run = await asyncio.to_thread(demo_venv.run, "longtask", "demo", "--query", "levain",
+            demo = await asyncio.to_thread(demo_venv.run, "longtask", "demo", "--query", "levain",
                                           env=env, cwd=here, timeout=300)
         finally:  # the demo leaves its embedded services running for the next command
             EmbeddedRedis(here / ".data" / "redis").stop()
             EmbeddedPostgres(here / ".data" / "pg").stop()
-    print(run.stdout[-2000:])
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "uploaded 4 PDFs" in run.stdout
-    assert "task completed: 4 indexed, 0 failed" in run.stdout
-    first_hit = run.stdout.split("search 'levain':\n", 1)[1].splitlines()[0]
+    print(demo.stdout[-2000:])
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "uploaded 4 PDFs" in demo.stdout
+    assert "task completed: 4 indexed, 0 failed" in demo.stdout
+    first_hit = demo.stdout.split("search 'levain':\n", 1)[1].splitlines()[0]
     assert "sourdough.pdf" in first_hit
     # it ran in a folder of its own: its embedded services' data is there
     assert (here / ".data" / "pg" / "PG_VERSION").exists()
-
-
-def _run(args: list[str], timeout: float = 120) -> None:
-    run = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                         env=user_env(), stdin=subprocess.DEVNULL)
-    assert run.returncode == 0, f"{' '.join(args)}:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"

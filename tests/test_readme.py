@@ -63,3 +63,21 @@ def test_readme_env_table_matches_the_declaration() -> None:
             continue  # words, not a value: "embedded", "cores, at most 4", "" ...
         # the default as written, read back the way the variable is read, is the default used
         assert var.parse(default.split(" (")[0]) == var.default, name
+
+
+def _deploy_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    assert "\n## Deploy\n" in readme, "the README lost its Deploy section"
+    return readme.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_deploy_section_shows_the_procfile_and_names_only_real_settings() -> None:
+    """The Procfile the Deploy section shows is the one tests/deploy/test_procfile.py builds and
+    runs under honcho; every variable it names is declared in longtask.config."""
+    section = _deploy_section()
+    shown = re.search(r"```Procfile\n(.*?)```", section, re.S)
+    assert shown, "the Deploy section lost its Procfile"
+    assert shown.group(1) == (ROOT / "Procfile").read_text()
+    named = set(re.findall(r"\b(?:[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|PORT)\b", section))
+    assert {"DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY"} <= named
+    assert sorted(named - set(variables())) == []

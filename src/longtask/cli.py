@@ -1,6 +1,8 @@
 """The `longtask` command.
 
     longtask migrate                       apply the SQL migrations (the Procfile's release)
+    longtask web [--host H]                the API on $PORT, $WEB_CONCURRENCY processes (web)
+    longtask worker                        an ARQ worker (the Procfile's worker)
     longtask keys create --tenant NAME     make an API key (printed once, stored hashed)
     longtask dev                           embedded services + migrations + web + worker
     longtask demo                          `dev`, then ingest the samples live and search them
@@ -14,15 +16,18 @@
                                             LONGTASK_API_KEY; exit 0 completed, 1 failed,
                                             2 usage or configuration, 130 Ctrl-C)
 
-`pip install longtask` is enough for the client commands. migrate, keys, dev and demo run the
-server side: they need `longtask[server]` (dev and demo without DATABASE_URL: `longtask[dev]`),
-and their modules are imported only when one of them runs, so the client commands start without.
+`pip install longtask` is enough for the client commands. migrate, web, worker, keys, dev and
+demo run the server side: they need `longtask[server]` (dev and demo without DATABASE_URL:
+`longtask[dev]`), and their modules are imported only when one of them runs, so the client
+commands start without. migrate, web, worker and keys need DATABASE_URL and REDIS_URL (or
+LONGTASK_EMBEDDED=1); dev and demo start embedded services for those unset.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -47,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply the SQL migrations")
+    web = sub.add_parser("web", help="serve the API on $PORT in $WEB_CONCURRENCY processes")
+    web.add_argument("--host", default="0.0.0.0")
+    sub.add_parser("worker", help="run a worker until SIGTERM")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="make an API key for a tenant")
     create.add_argument("--tenant", required=True)
@@ -71,19 +79,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _server_command(args: argparse.Namespace) -> int:
-    """migrate, keys, dev, demo: the server side, imported only now (so a missing server extra
-    is found before any embedded service starts)."""
+    """migrate, web, worker, keys, dev, demo: the server side, imported only now (so a missing
+    server extra is found before any embedded service starts)."""
     from longtask.config import Settings
     from longtask.core.errors import ConfigError
     from longtask.db.migrate import migrate
     from longtask.dev import embedded, run
+    from longtask.obs.logs import configure_logging
 
     try:
-        settings = embedded.resolve(Settings.from_env())
-        assert settings.database_url
+        settings = Settings.from_env()
+        if args.command in ("dev", "demo"):
+            settings = embedded.resolve(settings)
+        else:  # the Procfile's processes: never a throwaway database unless asked for
+            settings = embedded.services(settings)
+        assert settings.database_url and settings.redis_url
         if args.command == "migrate":
             applied = asyncio.run(migrate(settings.database_url))
             print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+        elif args.command == "web":
+            from longtask.web.app import serve
+
+            configure_logging(settings)
+            # the web processes read their own settings: hand them the embedded services' URLs
+            os.environ.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url)
+            serve(settings, args.host)
+        elif args.command == "worker":
+            from longtask.worker.main import run as run_worker
+
+            configure_logging(settings)
+            run_worker(settings)
         elif args.command == "keys":
             print(asyncio.run(run.create_key(settings.database_url, args.tenant, args.name)))
         elif args.command == "dev":
@@ -91,7 +116,7 @@ def _server_command(args: argparse.Namespace) -> int:
         elif args.command == "demo":
             return run.demo(settings, args.query)
     except ConfigError as exc:
-        print(f"longtask: {exc}", file=sys.stderr)
+        print(f"longtask {args.command}: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -151,8 +151,16 @@ class Settings:
         "`timeout` (decompression bombs)")
     # the processes themselves
     queue_name: str = setting("LONGTASK_QUEUE", str, DEFAULT_QUEUE, "the ARQ queue name")
+    embedded: bool = setting(
+        "LONGTASK_EMBEDDED", parse.flag, False,
+        "`1`: start embedded Postgres and Redis for `DATABASE_URL` / `REDIS_URL` left unset "
+        "(`longtask dev`, `demo` and the tests do it without); otherwise a process without them "
+        "exits at once, naming the variable")
     data_dir: Path = setting(
         "LONGTASK_DATA_DIR", Path, Path(".data"), "where the embedded services live")
+    web_concurrency: int = setting(
+        "WEB_CONCURRENCY", parse.positive_int, 1,
+        "web processes `longtask web` runs on its port (Heroku sets it by dyno size)")
     pg_fast: bool = setting(
         "LONGTASK_PG_FAST", parse.flag, False,
         "`1` (the tests set it): the embedded Postgres runs without fsync")
@@ -201,13 +209,13 @@ class Settings:
 
 def require_services(settings: Settings) -> tuple[str, str]:
     """The Postgres and Redis URLs a web or worker process runs on; ConfigError naming the
-    variable that is unset (`longtask dev` and the Procfile's entry points fill them in)."""
+    variable that is unset (`longtask dev` and `LONGTASK_EMBEDDED=1` fill them in)."""
     for name, value in (("DATABASE_URL", settings.database_url),
                         ("REDIS_URL", settings.redis_url)):
         if not value:
-            raise ConfigError(f"{name} is not set: point it at your "
-                              f"{'PostgreSQL (with pgvector)' if name == 'DATABASE_URL' else 'Redis'}"
-                              ", or run `longtask dev` for embedded ones")
+            what = "PostgreSQL with pgvector" if name == "DATABASE_URL" else "Redis"
+            raise ConfigError(f"{name} is not set: point it at your {what}; on one machine, "
+                              "`longtask dev` or LONGTASK_EMBEDDED=1 start embedded ones")
     assert settings.database_url and settings.redis_url
     return settings.database_url, settings.redis_url
 

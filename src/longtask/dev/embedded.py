@@ -27,8 +27,20 @@ log = logging.getLogger(__name__)
 _PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; pgserver creates this user
 
 
+def services(settings: Settings) -> Settings:
+    """The settings a `release`, `web` or `worker` process runs on: its DATABASE_URL and
+    REDIS_URL, or, with LONGTASK_EMBEDDED=1, embedded services for those left unset. Otherwise
+    a ConfigError naming the missing variable, before anything is started or written: on a
+    platform, an embedded database would live on one process's disk, apart from the others',
+    and be gone at its next restart."""
+    if settings.embedded:
+        return resolve(settings)
+    config.require_services(settings)
+    return settings
+
+
 def resolve(settings: Settings) -> Settings:
-    """Fill in embedded services for the URLs left unset."""
+    """Fill in embedded services for the URLs left unset (`longtask dev`, `demo`)."""
     data_dir = settings.data_dir.resolve()
     database_url = settings.database_url
     redis_url = settings.redis_url

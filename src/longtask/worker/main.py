@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from arq import cron
-from arq.worker import Retry, func
+from arq.worker import Retry, func, run_worker
 from redis.exceptions import RedisError
 
 from longtask.broker import connection, embed_rpc, queue
@@ -48,7 +48,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     stop_metrics: list[Callable[[], None]] = []
 
     async def startup(ctx: dict[str, Any]) -> None:
-        logs.adopt("arq")  # the arq command installed its own plain handler after our set-up
+        # again: the `arq` command set up a handler and level of its own after it imported us
+        logs.configure_logging(settings)
         connection.retry_handshakes(ctx["redis"])
         if settings.metrics_port:
             stop_metrics.append(metrics.serve(settings.metrics_port))
@@ -127,6 +128,13 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "job_deserializer": connection.loads,
         "health_check_interval": 10,
     }
+
+
+def run(settings: Settings) -> None:
+    """`longtask worker`, the Procfile's worker process: ARQ's worker in this process until
+    SIGTERM (running items get LONGTASK_SHUTDOWN_GRACE, then are handed back). Logging is the
+    caller's; the `arq` command would add a handler of its own and print each line twice."""
+    run_worker(worker_settings(settings))
 
 
 def __getattr__(name: str) -> Any:
