@@ -1,34 +1,81 @@
 """Prometheus metrics: one registry per process, made by `create_app` or `worker_settings`.
 
-Web (`GET /metrics`): tasks by kind and status, queue depth, workers alive and open event
-streams, read when scraped (a source that fails is left out and flagged in
-`longtask_scrape_error`), and HTTP requests by route template.
-Worker (`LONGTASK_METRICS_PORT`): items by kind and outcome with their durations, LLM and
-embedding call latency, and provider retries.
+Web (`GET /metrics`): tasks by kind and status, queue depth and workers alive, read when scraped
+(a source that fails is left out and flagged in `longtask_scrape_error`), HTTP requests by route
+template and open event streams.
+
+Several web processes on one machine (uvicorn `--workers N`, which Heroku's `WEB_CONCURRENCY`
+sets) add up through prometheus_client's multiprocess mode: `prepare_multiprocess`, called where
+uvicorn is started, gives them one `PROMETHEUS_MULTIPROC_DIR`; each process writes its counters
+there and any process's /metrics merges them all. Without the variable a process keeps its
+metrics in memory, as one process should.
+
+Worker: items by kind and outcome with their durations, LLM and embedding call latency, and
+provider retries. A worker publishes them to Redis every `LONGTASK_METRICS_PUSH_SECONDS`
+(`WorkerMetrics.dump`), and every web process's /metrics serves what each live worker published,
+labelled `worker` (`published_families`): a worker dyno takes no inbound connection. With
+`LONGTASK_METRICS_PORT` a worker serves them on that port instead, for a Prometheus that can
+reach it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import glob
+import json
 import logging
-from collections.abc import Callable, Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _ITEM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+
+
+def prepare_multiprocess(environ: MutableMapping[str, str] | None = None) -> str:
+    """Make the web processes about to be started add up their metrics; returns the directory.
+
+    Call it once in the process that starts them (`longtask web`), before uvicorn does, with the
+    environment they will inherit (`os.environ` by default). If `PROMETHEUS_MULTIPROC_DIR` is
+    unset it makes a private temporary directory, removed when this process exits, and sets the
+    variable; if it is set it empties it of the last run's files (`*.db`), creating it if need
+    be, as counters must start from zero with the server. Never call it from a web process
+    itself: each would wipe what the others have counted.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get(MULTIPROC_DIR)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
+    else:
+        path = tempfile.mkdtemp(prefix="longtask-metrics-")
+        atexit.register(shutil.rmtree, path, True)
+        env[MULTIPROC_DIR] = path
+    return path
 
 
 @dataclass(frozen=True)
@@ -38,20 +85,31 @@ class Snapshot:
     tasks: list[tuple[str, str, int]] | None
     queue_depth: int | None
     workers_alive: int | None
-    sse_connections: int
+    published: Mapping[str, str | bytes] | None  # worker id -> `WorkerMetrics.dump()`
 
 
 class WebMetrics:
-    """The web process's registry: request counters, and the figures read at each scrape."""
+    """The web process's metrics: request counters, open streams, and the figures read at each
+    scrape; with the other web processes' counters added in multiprocess mode."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        # the mode prometheus_client chose when it was imported, which is what counts: a process
+        # that set the variable after that keeps its values in memory
+        self._shared_dir = os.environ.get(MULTIPROC_DIR) if _multiprocess() else None
+        own = None if self._shared_dir else CollectorRegistry()
         self._requests = Counter(
             "longtask_http_requests", "HTTP requests answered, by route template",
-            ["method", "route", "status"], registry=self.registry)
+            ["method", "route", "status"], registry=own)
         self._seconds = Histogram(
             "longtask_http_request_seconds", "Time to answer (a stream: its whole life)",
-            ["method", "route"], registry=self.registry)
+            ["method", "route"], registry=own)
+        self._streams = Gauge(
+            "longtask_sse_connections", "Event streams (SSE and WebSocket) open",
+            multiprocess_mode="livesum", registry=own)
+        self._streams.set(0)  # a reused pid's file may hold a dead process's figure
+        self.registry = own or CollectorRegistry()
+        if self._shared_dir:
+            MultiProcessCollector(self.registry, self._shared_dir)
         self._scraped = _Scraped()
         self.registry.register(self._scraped)
 
@@ -59,11 +117,21 @@ class WebMetrics:
         self._requests.labels(method, route, str(status)).inc()
         self._seconds.labels(method, route).observe(seconds)
 
+    def streams_open(self, count: int) -> None:
+        self._streams.set(count)
+
     def render(self, snapshot: Snapshot) -> bytes:
         """The exposition text, with `snapshot` as the scrape-time figures (no await between
         setting and rendering, so concurrent scrapes never mix)."""
+        if self._shared_dir:
+            _forget_dead_processes(self._shared_dir)
         self._scraped.snapshot = snapshot
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """This process is stopping: its open streams no longer count (its counters still do)."""
+        if self._shared_dir:
+            mark_process_dead(os.getpid(), self._shared_dir)
 
 
 class WorkerMetrics:
@@ -99,6 +167,15 @@ class WorkerMetrics:
     def retried(self, service: str) -> None:
         self._retries.labels(service).inc()
 
+    def dump(self) -> str:
+        """Every family and sample of the registry as JSON, for `published_families` in a web
+        process: the same families, `_bucket`/`_sum`/`_count`/`_created` samples and all."""
+        return json.dumps([
+            {"name": family.name, "help": family.documentation, "type": family.type,
+             "unit": family.unit,
+             "samples": [[s.name, s.labels, s.value] for s in family.samples]}
+            for family in self.registry.collect()])
+
     def serve(self, port: int) -> Callable[[], None]:
         """Serve the registry on `port` (all interfaces) from a thread; returns how to stop.
         A port already taken is logged, not fatal: the worker's work matters more."""
@@ -117,11 +194,59 @@ class WorkerMetrics:
         return stop
 
 
+def published_families(published: Mapping[str, str | bytes]) -> list[Metric]:
+    """The families the workers published (worker id -> `WorkerMetrics.dump()`), each of their
+    samples labelled with its `worker`; one family per name over all workers. What cannot be
+    read (another version's format, a type that differs) is left out and logged."""
+    families: dict[str, Metric] = {}
+    for worker, raw in sorted(published.items()):
+        try:
+            dumped = [(Metric(d["name"], d["help"], d["type"], d["unit"]),
+                       [(str(name), dict(labels), float(value))
+                        for name, labels, value in d["samples"]])
+                      for d in json.loads(raw)]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("/metrics: worker %s published what cannot be read: %r", worker, exc)
+            continue
+        for family, samples in dumped:
+            merged = families.setdefault(family.name, family)
+            if merged.type != family.type:
+                log.warning("/metrics: worker %s has %s as a %s, not a %s; left out",
+                            worker, family.name, family.type, merged.type)
+                continue
+            for name, labels, value in samples:
+                merged.add_sample(name, {**labels, "worker": worker}, value)
+    return list(families.values())
+
+
+def _multiprocess() -> bool:
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def _forget_dead_processes(path: str) -> None:
+    """`mark_process_dead` for the web processes that died without saying so (killed; uvicorn
+    starts another): their open streams are gone. All of them ran on this machine."""
+    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = os.path.basename(file)[:-3].rsplit("_", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            mark_process_dead(int(pid), path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class _Scraped(Collector):
     def __init__(self) -> None:
-        self.snapshot = Snapshot(None, None, None, 0)
+        self.snapshot = Snapshot(None, None, None, None)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
         if snap.tasks is not None:
             tasks = GaugeMetricFamily("longtask_tasks", "Tasks by kind and status, all tenants",
@@ -135,13 +260,12 @@ class _Scraped(Collector):
         if snap.workers_alive is not None:
             yield GaugeMetricFamily("longtask_workers_alive", "Workers with a live heartbeat",
                                     value=snap.workers_alive)
-        yield GaugeMetricFamily("longtask_sse_connections",
-                                "Event streams open on this web process",
-                                value=snap.sse_connections)
+        if snap.published is not None:
+            yield from published_families(snap.published)
         errors = GaugeMetricFamily("longtask_scrape_error",
                                    "1 when a source could not be read for this scrape",
                                    labels=["source"])
         errors.add_metric(["postgres"], 1 if snap.tasks is None else 0)
-        errors.add_metric(["redis"], 1 if snap.queue_depth is None
-                          or snap.workers_alive is None else 0)
+        errors.add_metric(["redis"], 1 if snap.queue_depth is None or snap.workers_alive is None
+                          or snap.published is None else 0)
         yield errors
