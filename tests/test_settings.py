@@ -87,8 +87,8 @@ OWN_ENV = {
     "client/calls.py": "the client imports nothing server-side; reads what CLIENT declares",
     "client/cli.py": "likewise",
     "dev/run.py": "hands its environment on to the web and worker processes it starts",
-    "obs/metrics.py": "PROMETHEUS_MULTIPROC_DIR is prometheus_client's (read by it at import): "
-                      "set for the web processes uvicorn starts",
+    "obs/multiprocess.py": "prometheus_client's PROMETHEUS_MULTIPROC_DIR, which it reads at "
+                           "import: set for the web processes uvicorn starts",
     "pipeline/embed.py": "sets Hugging Face's offline switches before loading the local model",
 }
 READ = re.compile(r"""(?:environ\.get|getenv)\(\s*["']([A-Z0-9_]+)["']|"""

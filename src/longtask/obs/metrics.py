@@ -20,15 +20,10 @@ reach it.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import glob
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -39,43 +34,22 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     start_http_server,
-    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+
+from longtask.obs import multiprocess
+from longtask.obs.multiprocess import MULTIPROC_DIR as MULTIPROC_DIR
+from longtask.obs.multiprocess import prepare_multiprocess as prepare_multiprocess
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _ITEM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
-
-
-def prepare_multiprocess(environ: MutableMapping[str, str] | None = None) -> str:
-    """Make the web processes about to be started add up their metrics; returns the directory.
-
-    Call it once in the process that starts them (`longtask web`), before uvicorn does, with the
-    environment they will inherit (`os.environ` by default). If `PROMETHEUS_MULTIPROC_DIR` is
-    unset it makes a private temporary directory, removed when this process exits, and sets the
-    variable; if it is set it empties it of the last run's files (`*.db`), creating it if need
-    be, as counters must start from zero with the server. Never call it from a web process
-    itself: each would wipe what the others have counted.
-    """
-    env = os.environ if environ is None else environ
-    path = env.get(MULTIPROC_DIR)
-    if path:
-        os.makedirs(path, exist_ok=True)
-        for stale in glob.glob(os.path.join(path, "*.db")):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(stale)
-    else:
-        path = tempfile.mkdtemp(prefix="longtask-metrics-")
-        atexit.register(shutil.rmtree, path, True)
-        env[MULTIPROC_DIR] = path
-    return path
+_REQUESTS, _REQUEST_SECONDS, _STREAMS = (
+    "longtask_http_requests", "longtask_http_request_seconds", "longtask_sse_connections")
 
 
 @dataclass(frozen=True)
@@ -93,23 +67,22 @@ class WebMetrics:
     scrape; with the other web processes' counters added in multiprocess mode."""
 
     def __init__(self) -> None:
-        # the mode prometheus_client chose when it was imported, which is what counts: a process
-        # that set the variable after that keeps its values in memory
-        self._shared_dir = os.environ.get(MULTIPROC_DIR) if _multiprocess() else None
+        self._shared_dir = multiprocess.directory()
         own = None if self._shared_dir else CollectorRegistry()
         self._requests = Counter(
-            "longtask_http_requests", "HTTP requests answered, by route template",
+            _REQUESTS, "HTTP requests answered, by route template",
             ["method", "route", "status"], registry=own)
         self._seconds = Histogram(
-            "longtask_http_request_seconds", "Time to answer (a stream: its whole life)",
+            _REQUEST_SECONDS, "Time to answer (a stream: its whole life)",
             ["method", "route"], registry=own)
         self._streams = Gauge(
-            "longtask_sse_connections", "Event streams (SSE and WebSocket) open",
+            _STREAMS, "Event streams (SSE and WebSocket) open",
             multiprocess_mode="livesum", registry=own)
         self._streams.set(0)  # a reused pid's file may hold a dead process's figure
         self.registry = own or CollectorRegistry()
         if self._shared_dir:
-            MultiProcessCollector(self.registry, self._shared_dir)
+            self.registry.register(multiprocess.SharedCollector(
+                self._shared_dir, {_REQUESTS, _REQUEST_SECONDS, _STREAMS}))
         self._scraped = _Scraped()
         self.registry.register(self._scraped)
 
@@ -124,14 +97,14 @@ class WebMetrics:
         """The exposition text, with `snapshot` as the scrape-time figures (no await between
         setting and rendering, so concurrent scrapes never mix)."""
         if self._shared_dir:
-            _forget_dead_processes(self._shared_dir)
+            multiprocess.forget_dead_processes(self._shared_dir)
         self._scraped.snapshot = snapshot
         return generate_latest(self.registry)
 
     def close(self) -> None:
         """This process is stopping: its open streams no longer count (its counters still do)."""
         if self._shared_dir:
-            mark_process_dead(os.getpid(), self._shared_dir)
+            multiprocess.mark_dead(os.getpid(), self._shared_dir)
 
 
 class WorkerMetrics:
@@ -217,29 +190,6 @@ def published_families(published: Mapping[str, str | bytes]) -> list[Metric]:
             for name, labels, value in samples:
                 merged.add_sample(name, {**labels, "worker": worker}, value)
     return list(families.values())
-
-
-def _multiprocess() -> bool:
-    return bool(getattr(values.ValueClass, "_multiprocess", False))
-
-
-def _forget_dead_processes(path: str) -> None:
-    """`mark_process_dead` for the web processes that died without saying so (killed; uvicorn
-    starts another): their open streams are gone. All of them ran on this machine."""
-    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
-        pid = os.path.basename(file)[:-3].rsplit("_", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            mark_process_dead(int(pid), path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 class _Scraped(Collector):
