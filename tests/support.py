@@ -100,14 +100,16 @@ class Proc:
 
 
 class Web(Proc):
-    """uvicorn serving `app` (the checkout's server.py unless told; `python`: another venv's)."""
+    """uvicorn serving `app` (the checkout's server.py unless told; `python`: another venv's),
+    in `workers` processes (more than one: uvicorn's supervisor starts them)."""
 
     def __init__(self, name: str, env: Mapping[str, str], log_dir: Path, *,
                  python: str = sys.executable, app: Sequence[str] = ("server:app",),
-                 cwd: Path = ROOT) -> None:
+                 cwd: Path = ROOT, workers: int = 1) -> None:
         self.port = free_port()
+        several = ["--workers", str(workers)] if workers > 1 else []
         super().__init__(name, [python, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port",
-                                str(self.port), "--timeout-graceful-shutdown", "5"],
+                                str(self.port), "--timeout-graceful-shutdown", "5", *several],
                          env, log_dir, cwd)
 
     @property

@@ -24,7 +24,7 @@ def test_defaults_and_values() -> None:
         (9000, "postgres://u:p@h:5432/d", (1.0, 2.0, 4.0), ("a.b", "c"))
     assert [s.retry_delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 4.0]
     assert Settings.from_env({}).redis_url is None  # unset: the embedded default
-    assert Settings.from_env({}).metrics_port is None  # unset: a worker serves no metrics
+    assert Settings.from_env({}).metrics_port is None  # unset: published through Redis
     assert Settings.from_env({"LONGTASK_METRICS_PORT": "9100"}).metrics_port == 9100
 
 
@@ -32,6 +32,7 @@ def test_defaults_and_values() -> None:
     ("PORT", "eighty"), ("PORT", "70000"), ("LONGTASK_WORKER_CONCURRENCY", "0"),
     ("LONGTASK_RETRY_DELAYS", "1,-2"), ("LONGTASK_LEASE_SECONDS", "nan"),
     ("LONGTASK_METRICS_PORT", "0"), ("LONGTASK_METRICS_PORT", "metrics"),
+    ("LONGTASK_METRICS_PUSH_SECONDS", "0"), ("LONGTASK_METRICS_TTL", "-1"),
     ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"), ("LONGTASK_PG_FAST", "fast"),
 ])
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
@@ -42,6 +43,11 @@ def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
 def test_heartbeat_must_be_shorter_than_lease() -> None:
     with pytest.raises(ConfigError, match="LONGTASK_HEARTBEAT_SECONDS"):
         Settings.from_env({"LONGTASK_HEARTBEAT_SECONDS": "30", "LONGTASK_LEASE_SECONDS": "10"})
+
+
+def test_published_metrics_outlive_the_interval_they_are_published_at() -> None:
+    with pytest.raises(ConfigError, match="LONGTASK_METRICS_TTL"):
+        Settings.from_env({"LONGTASK_METRICS_PUSH_SECONDS": "30", "LONGTASK_METRICS_TTL": "30"})
 
 
 def test_heroku_style_redis_urls() -> None:
@@ -81,6 +87,8 @@ OWN_ENV = {
     "client/calls.py": "the client imports nothing server-side; reads what CLIENT declares",
     "client/cli.py": "likewise",
     "dev/run.py": "hands its environment on to the web and worker processes it starts",
+    "obs/multiprocess.py": "prometheus_client's PROMETHEUS_MULTIPROC_DIR, which it reads at "
+                           "import: set for the web processes uvicorn starts",
     "pipeline/embed.py": "sets Hugging Face's offline switches before loading the local model",
 }
 READ = re.compile(r"""(?:environ\.get|getenv)\(\s*["']([A-Z0-9_]+)["']|"""

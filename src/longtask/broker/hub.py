@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from redis.asyncio import Redis
@@ -55,9 +55,13 @@ class Subscription:
 class Hub:
     """One Redis pub/sub connection per process, fanned out to many subscriptions."""
 
-    def __init__(self, redis: Redis, queue_size: int = 256) -> None:
+    def __init__(self, redis: Redis, queue_size: int = 256,
+                 on_listeners: Callable[[int], None] | None = None) -> None:
+        """`on_listeners` hears the number of subscriptions each time it changes."""
         self._redis = redis
         self._queue_size = queue_size
+        self._on_listeners = on_listeners
+        self._listeners = 0
         self._subs: dict[str, set[Subscription]] = {}
         self._ready = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -75,23 +79,24 @@ class Hub:
 
     @property
     def listeners(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        return self._listeners
 
     @contextlib.asynccontextmanager
     async def subscribe(self, task_id: str) -> AsyncIterator[Subscription]:
         """Live events of one task, from the moment this returns (subscribe, then replay)."""
         sub = Subscription(self._queue_size)
         self._subs.setdefault(task_id, set()).add(sub)
+        self._listeners_changed(+1)
         if not self._ready.is_set():
             sub.put(RESYNC)  # not connected now: the reader polls Postgres until we are
         try:
             yield sub
         finally:
-            subs = self._subs.get(task_id)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._subs[task_id]
+            subs = self._subs.get(task_id, set())
+            subs.discard(sub)
+            if not subs:
+                self._subs.pop(task_id, None)
+            self._listeners_changed(-1)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -116,6 +121,11 @@ class Hub:
                     await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _listeners_changed(self, by: int) -> None:
+        self._listeners += by
+        if self._on_listeners is not None:
+            self._on_listeners(self._listeners)
 
     def _dispatch(self, raw: bytes | str) -> None:
         try:

@@ -26,6 +26,16 @@ def worker_key(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 
 
+def worker_metrics(queue: str, worker_id: str) -> str:
+    """What a worker of `queue` last published of its metrics; expires unless published again."""
+    return f"{PREFIX}:metrics:{queue}:{worker_id}"
+
+
+def worker_metrics_index(queue: str) -> str:
+    """The set of the ids of `queue`'s workers that have published metrics lately."""
+    return f"{PREFIX}:metrics:{queue}"
+
+
 def arq_in_progress(job_id: str) -> str:
     """ARQ's marker that some worker has taken a job (held until the job ends or job_timeout)."""
     return f"{arq_constants.in_progress_key_prefix}{job_id}"

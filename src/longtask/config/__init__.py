@@ -174,7 +174,15 @@ class Settings:
         "the largest `POST /tasks` body (413 past it)")
     metrics_port: int | None = setting(
         "LONGTASK_METRICS_PORT", parse.port, None,
-        "a worker serves its Prometheus metrics on this port (all interfaces); unset: not served")
+        "a worker serves its Prometheus metrics on this port (all interfaces) instead of "
+        "publishing them through Redis to every web process's `/metrics`")
+    metrics_push_seconds: float = setting(
+        "LONGTASK_METRICS_PUSH_SECONDS", parse.positive_float, 5.0,
+        "how often a worker publishes its metrics through Redis (and once as it stops)")
+    metrics_ttl: float = setting(
+        "LONGTASK_METRICS_TTL", parse.positive_float, 120.0,
+        "a worker's metrics stay on `/metrics` this long after it last published them, seconds "
+        "(longer than a scrape interval, so a stopped worker's final counts are scraped)")
     log_level: str = setting("LOG_LEVEL", parse.log_level, "INFO", "the lowest level logged")
     log_format: str = setting(
         "LOG_FORMAT", parse.log_format, "text",
@@ -197,6 +205,9 @@ class Settings:
                               "LONGTASK_JOB_TIMEOUT (hard)")
         if settings.chunk_overlap >= settings.chunk_tokens:
             raise ConfigError("LONGTASK_CHUNK_OVERLAP must be smaller than LONGTASK_CHUNK_TOKENS")
+        if settings.metrics_ttl <= settings.metrics_push_seconds:
+            raise ConfigError("LONGTASK_METRICS_TTL must be longer than "
+                              "LONGTASK_METRICS_PUSH_SECONDS")
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
         return settings

@@ -1,34 +1,55 @@
 """Prometheus metrics: one registry per process, made by `create_app` or `worker_settings`.
 
-Web (`GET /metrics`): tasks by kind and status, queue depth, workers alive and open event
-streams, read when scraped (a source that fails is left out and flagged in
-`longtask_scrape_error`), and HTTP requests by route template.
-Worker (`LONGTASK_METRICS_PORT`): items by kind and outcome with their durations, LLM and
-embedding call latency, and provider retries.
+Web (`GET /metrics`): tasks by kind and status, queue depth and workers alive, read when scraped
+(a source that fails is left out and flagged in `longtask_scrape_error`), HTTP requests by route
+template and open event streams.
+
+Several web processes on one machine (uvicorn `--workers N`, which Heroku's `WEB_CONCURRENCY`
+sets) add up through prometheus_client's multiprocess mode: `prepare_multiprocess`, called where
+uvicorn is started, gives them one `PROMETHEUS_MULTIPROC_DIR`; each process writes its counters
+there and any process's /metrics merges them all. Without the variable a process keeps its
+metrics in memory, as one process should.
+
+Worker: items by kind and outcome with their durations, LLM and embedding call latency, and
+provider retries. A worker publishes them to Redis every `LONGTASK_METRICS_PUSH_SECONDS`
+(`WorkerMetrics.dump`), and every web process's /metrics serves what each live worker published,
+labelled `worker` (`published_families`): a worker dyno takes no inbound connection. With
+`LONGTASK_METRICS_PORT` a worker serves them on that port instead, for a Prometheus that can
+reach it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from longtask.obs import multiprocess
+from longtask.obs.multiprocess import MULTIPROC_DIR as MULTIPROC_DIR
+from longtask.obs.multiprocess import prepare_multiprocess as prepare_multiprocess
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _ITEM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+_REQUESTS, _REQUEST_SECONDS, _STREAMS = (
+    "longtask_http_requests", "longtask_http_request_seconds", "longtask_sse_connections")
 
 
 @dataclass(frozen=True)
@@ -38,20 +59,30 @@ class Snapshot:
     tasks: list[tuple[str, str, int]] | None
     queue_depth: int | None
     workers_alive: int | None
-    sse_connections: int
+    published: Mapping[str, str | bytes] | None  # worker id -> `WorkerMetrics.dump()`
 
 
 class WebMetrics:
-    """The web process's registry: request counters, and the figures read at each scrape."""
+    """The web process's metrics: request counters, open streams, and the figures read at each
+    scrape; with the other web processes' counters added in multiprocess mode."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self._shared_dir = multiprocess.directory()
+        own = None if self._shared_dir else CollectorRegistry()
         self._requests = Counter(
-            "longtask_http_requests", "HTTP requests answered, by route template",
-            ["method", "route", "status"], registry=self.registry)
+            _REQUESTS, "HTTP requests answered, by route template",
+            ["method", "route", "status"], registry=own)
         self._seconds = Histogram(
-            "longtask_http_request_seconds", "Time to answer (a stream: its whole life)",
-            ["method", "route"], registry=self.registry)
+            _REQUEST_SECONDS, "Time to answer (a stream: its whole life)",
+            ["method", "route"], registry=own)
+        self._streams = Gauge(
+            _STREAMS, "Event streams (SSE and WebSocket) open",
+            multiprocess_mode="livesum", registry=own)
+        self._streams.set(0)  # a reused pid's file may hold a dead process's figure
+        self.registry = own or CollectorRegistry()
+        if self._shared_dir:
+            self.registry.register(multiprocess.SharedCollector(
+                self._shared_dir, {_REQUESTS, _REQUEST_SECONDS, _STREAMS}))
         self._scraped = _Scraped()
         self.registry.register(self._scraped)
 
@@ -59,11 +90,21 @@ class WebMetrics:
         self._requests.labels(method, route, str(status)).inc()
         self._seconds.labels(method, route).observe(seconds)
 
+    def streams_open(self, count: int) -> None:
+        self._streams.set(count)
+
     def render(self, snapshot: Snapshot) -> bytes:
         """The exposition text, with `snapshot` as the scrape-time figures (no await between
         setting and rendering, so concurrent scrapes never mix)."""
+        if self._shared_dir:
+            multiprocess.forget_dead_processes(self._shared_dir)
         self._scraped.snapshot = snapshot
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """This process is stopping: its open streams no longer count (its counters still do)."""
+        if self._shared_dir:
+            multiprocess.mark_dead(os.getpid(), self._shared_dir)
 
 
 class WorkerMetrics:
@@ -99,6 +140,15 @@ class WorkerMetrics:
     def retried(self, service: str) -> None:
         self._retries.labels(service).inc()
 
+    def dump(self) -> str:
+        """Every family and sample of the registry as JSON, for `published_families` in a web
+        process: the same families, `_bucket`/`_sum`/`_count`/`_created` samples and all."""
+        return json.dumps([
+            {"name": family.name, "help": family.documentation, "type": family.type,
+             "unit": family.unit,
+             "samples": [[s.name, s.labels, s.value] for s in family.samples]}
+            for family in self.registry.collect()])
+
     def serve(self, port: int) -> Callable[[], None]:
         """Serve the registry on `port` (all interfaces) from a thread; returns how to stop.
         A port already taken is logged, not fatal: the worker's work matters more."""
@@ -117,11 +167,36 @@ class WorkerMetrics:
         return stop
 
 
+def published_families(published: Mapping[str, str | bytes]) -> list[Metric]:
+    """The families the workers published (worker id -> `WorkerMetrics.dump()`), each of their
+    samples labelled with its `worker`; one family per name over all workers. What cannot be
+    read (another version's format, a type that differs) is left out and logged."""
+    families: dict[str, Metric] = {}
+    for worker, raw in sorted(published.items()):
+        try:
+            dumped = [(Metric(d["name"], d["help"], d["type"], d["unit"]),
+                       [(str(name), dict(labels), float(value))
+                        for name, labels, value in d["samples"]])
+                      for d in json.loads(raw)]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("/metrics: worker %s published what cannot be read: %r", worker, exc)
+            continue
+        for family, samples in dumped:
+            merged = families.setdefault(family.name, family)
+            if merged.type != family.type:
+                log.warning("/metrics: worker %s has %s as a %s, not a %s; left out",
+                            worker, family.name, family.type, merged.type)
+                continue
+            for name, labels, value in samples:
+                merged.add_sample(name, {**labels, "worker": worker}, value)
+    return list(families.values())
+
+
 class _Scraped(Collector):
     def __init__(self) -> None:
-        self.snapshot = Snapshot(None, None, None, 0)
+        self.snapshot = Snapshot(None, None, None, None)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
         if snap.tasks is not None:
             tasks = GaugeMetricFamily("longtask_tasks", "Tasks by kind and status, all tenants",
@@ -135,13 +210,12 @@ class _Scraped(Collector):
         if snap.workers_alive is not None:
             yield GaugeMetricFamily("longtask_workers_alive", "Workers with a live heartbeat",
                                     value=snap.workers_alive)
-        yield GaugeMetricFamily("longtask_sse_connections",
-                                "Event streams open on this web process",
-                                value=snap.sse_connections)
+        if snap.published is not None:
+            yield from published_families(snap.published)
         errors = GaugeMetricFamily("longtask_scrape_error",
                                    "1 when a source could not be read for this scrape",
                                    labels=["source"])
         errors.add_metric(["postgres"], 1 if snap.tasks is None else 0)
-        errors.add_metric(["redis"], 1 if snap.queue_depth is None
-                          or snap.workers_alive is None else 0)
+        errors.add_metric(["redis"], 1 if snap.queue_depth is None or snap.workers_alive is None
+                          or snap.published is None else 0)
         yield errors

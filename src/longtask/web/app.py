@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> Starlette:
         pool = await create_pool(database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
         arq = await connection.connect(redis_url)
-        hub = Hub(arq)
+        hub = Hub(arq, on_listeners=metrics.streams_open)
         await hub.start()
         http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         query_embedder = (providers.embedder(settings, http) if settings.embed_url
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> Starlette:
             await hub.stop()
             await arq.aclose()
             await pool.close()
+            metrics.close()
 
     # the request id outermost: every answer carries it, the ones of the middleware below too
     middleware = [Middleware(request_id.RequestId), Middleware(HttpMetrics, metrics=metrics)]

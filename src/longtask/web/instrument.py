@@ -22,18 +22,27 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         status = 500  # unless a response starts: an exception on its way to the 500 handler
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                # the router leaves the matched route in the scope (a Route's path is its template)
+                route = getattr(scope.get("route"), "path", None) or UNMATCHED
+                self.metrics.request_done(scope["method"], route, status,
+                                          time.perf_counter() - started)
 
         async def noted(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                count()  # before the client has the whole answer: a scrape after it sees it
             await send(message)
 
         started = time.perf_counter()
         try:
             await self.app(scope, receive, noted)
         finally:
-            # the router leaves the matched route in the scope (a Route's path is its template)
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.request_done(scope["method"], route, status,
-                                      time.perf_counter() - started)
+            count()

@@ -18,7 +18,7 @@ from arq import cron
 from arq.worker import Retry, func, run_worker
 from redis.exceptions import RedisError
 
-from longtask.broker import connection, embed_rpc, queue
+from longtask.broker import connection, embed_rpc, published, queue
 from longtask.broker import keys as redis_keys
 from longtask.config import Settings, require_services
 from longtask.core.kinds import Registry
@@ -64,6 +64,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ctx["services"] = services
         background.append(asyncio.create_task(_listen_for_cancels(services, running)))
         background.append(asyncio.create_task(_announce(services, running)))
+        if not settings.metrics_port:
+            background.append(asyncio.create_task(_publish_metrics(services)))
         # not ARQ cron jobs: those wait behind a backlog of item jobs, and these must not
         background.append(asyncio.create_task(
             _duty(services, "reap", settings.reaper_seconds, duties.reap)))
@@ -88,6 +90,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 await task
         services: Services | None = ctx.get("services")
         if services is not None:
+            if not settings.metrics_port:
+                await _push_metrics(services)  # what the last items added, for a last scrape
             with contextlib.suppress(RedisError, OSError):
                 await services.redis.delete(redis_keys.worker_key(services.worker_id))
             await services.close()
@@ -200,3 +204,17 @@ async def _announce(services: Services, running: Running) -> None:
         with contextlib.suppress(RedisError, OSError):
             await services.redis.set(key, json.dumps(info), ex=max(int(every * 3), 3))
         await asyncio.sleep(every)
+
+
+async def _publish_metrics(services: Services) -> None:
+    """Keep this worker's metrics in Redis, for every web process's /metrics."""
+    while True:
+        await _push_metrics(services)
+        await asyncio.sleep(services.settings.metrics_push_seconds)
+
+
+async def _push_metrics(services: Services) -> None:
+    settings = services.settings
+    with contextlib.suppress(RedisError, OSError):  # Redis away: the next push says it all
+        await published.publish(services.redis, settings.queue_name, services.worker_id,
+                                services.metrics.dump(), settings.metrics_ttl)

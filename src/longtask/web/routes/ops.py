@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from longtask.broker import admission
+from longtask.broker import admission, published
 from longtask.broker import keys as redis_keys
 from longtask.obs.metrics import CONTENT_TYPE, Snapshot
 from longtask.store import tasks as task_store
@@ -61,11 +61,13 @@ async def stats(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """No key, like /health: expose it to your Prometheus, not to the internet."""
     state = request.state
-    tasks, depth, workers = await asyncio.gather(
+    queue = state.settings.queue_name
+    tasks, depth, workers, from_workers = await asyncio.gather(
         _scrape("tasks", task_store.counts_all(state.pool)),
-        _scrape("queue_depth", admission.depth(state.arq, state.settings.queue_name)),
-        _scrape("workers_alive", _workers_alive(state.arq)))
-    body = state.metrics.render(Snapshot(tasks, depth, workers, state.hub.listeners))
+        _scrape("queue_depth", admission.depth(state.arq, queue)),
+        _scrape("workers_alive", _workers_alive(state.arq)),
+        _scrape("worker metrics", published.read(state.arq, queue)))
+    body = state.metrics.render(Snapshot(tasks, depth, workers, from_workers))
     return Response(body, media_type=CONTENT_TYPE)
 
 
