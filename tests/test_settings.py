@@ -87,6 +87,7 @@ OWN_ENV = {
     "client/calls.py": "the client imports nothing server-side; reads what CLIENT declares",
     "client/cli.py": "likewise",
     "dev/run.py": "hands its environment on to the web and worker processes it starts",
+    "web/app.py": "`longtask web` hands the service URLs on to the web processes it starts",
     "obs/multiprocess.py": "prometheus_client's PROMETHEUS_MULTIPROC_DIR, which it reads at "
                            "import: set for the web processes uvicorn starts",
     "pipeline/embed.py": "sets Hugging Face's offline switches before loading the local model",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 
@@ -101,8 +100,6 @@ def _server_command(args: argparse.Namespace) -> int:
             from longtask.web.app import serve
 
             configure_logging(settings)
-            # the web processes read their own settings: hand them the embedded services' URLs
-            os.environ.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url)
             serve(settings, args.host)
         elif args.command == "worker":
             from longtask.worker.main import run as run_worker

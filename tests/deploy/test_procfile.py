@@ -35,6 +35,7 @@ from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.installs import Venv, normalise, scratch_dir, user_env
 from tests.support import ROOT, fake_providers, sse_events, task_status, wait_for
+from tests.test_metrics import Samples, label_values, scrape, total
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -148,10 +149,20 @@ async def test_the_procfile_runs_under_honcho(slug: Venv, app_dir: Path, build_d
                                       env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         try:
+            answered: list[httpx.Response] = []
+
+            async def count(response: httpx.Response) -> None:
+                answered.append(response)
+
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers,
-                                         timeout=60) as client:
+                                         timeout=60, event_hooks={"response": [count]}) as client:
                 await _wait_ready(client, honcho, log_path)
+                metrics = f"http://127.0.0.1:{port}/metrics"
+                # counted so far: /ready's polls (one may have timed out here, answered there)
+                before = total(await scrape(metrics), "longtask_http_requests_total")
+                answered.clear()
                 await _upload_five_and_follow(client)
+            await _metrics_add_up(metrics, before + 1 + len(answered))  # 1: the scrape above
             processes = _descendants(honcho.pid)
             assert len(processes) >= 4, processes  # web: a supervisor and two; a worker
             honcho.send_signal(signal.SIGTERM)
@@ -202,6 +213,24 @@ async def _upload_five_and_follow(client: httpx.AsyncClient) -> None:
     finished = {d["name"] for _, e, d in events if e == "item" and d["status"] == "completed"}
     assert finished == {name for name, _ in files}
     assert any(e == "progress" for _, e, _ in events)
+
+
+async def _metrics_add_up(url: str, answered: float) -> None:
+    """Whichever of the two web processes answers a scrape counts the `answered` requests of
+    both; the worker's item counters are there too, with no port of its own."""
+    first = await scrape(url)
+    assert total(first, "longtask_http_requests_total") == answered
+    second = await scrape(url)
+    assert total(second, "longtask_http_requests_total") == answered + 1  # the first scrape
+
+    async def items_published() -> Samples:
+        samples = await scrape(url)
+        done = {labels: v for (n, labels), v in samples.items() if n == "longtask_items_total"
+                and {("kind", "ingest"), ("outcome", "completed")} <= labels}
+        return samples if sum(done.values()) == 5 else {}
+
+    published = await wait_for(items_published, timeout=30, what="the worker's item counts")
+    assert len(label_values(published, "longtask_items_total", "worker")) == 1
 
 
 def _descendants(pid: int) -> list[int]:

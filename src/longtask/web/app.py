@@ -4,6 +4,7 @@ handler that renders every error as {"error": code, "detail": ...}."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,7 +25,7 @@ from longtask.config import Settings, require_services
 from longtask.core.errors import DomainError, Unavailable
 from longtask.core.kinds import Registry
 from longtask.db import create_pool
-from longtask.obs.metrics import WebMetrics
+from longtask.obs.metrics import WebMetrics, prepare_multiprocess
 from longtask.pipeline import providers
 from longtask.service.deps import Deps
 from longtask.service.outages import DEPENDENCY_ERRORS
@@ -112,11 +113,15 @@ def app_from_env() -> Starlette:
 
 def serve(settings: Settings, host: str = "0.0.0.0") -> None:
     """`longtask web`, the Procfile's web process: `app_from_env` on `settings.port`, in
-    `settings.web_concurrency` processes (WEB_CONCURRENCY), until SIGTERM. The URLs in `settings`
-    must be in the environment too: each process reads its own. Logging is the caller's (uvicorn's
-    own set-up would print its lines in a format of its own)."""
+    `settings.web_concurrency` processes (WEB_CONCURRENCY), until SIGTERM. Logging is the
+    caller's (uvicorn's own set-up would print its lines in a format of its own)."""
     import uvicorn
 
+    # each process reads its own settings: hand them the URLs (embedded services' included)
+    assert settings.database_url and settings.redis_url
+    os.environ.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url)
+    if settings.web_concurrency > 1:
+        prepare_multiprocess()  # the processes add up their metrics, whichever one is scraped
     uvicorn.run(f"{__name__}:app_from_env", factory=True, host=host, port=settings.port,
                 workers=settings.web_concurrency, log_config=None,
                 # open streams are told to reconnect, requests finish; the platform's SIGKILL
