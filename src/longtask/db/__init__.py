@@ -17,9 +17,12 @@ Conn = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or o
 Db = asyncpg.Pool | Conn  # where a store function runs its statements
 
 IDLE_IN_TRANSACTION = "10s"
+STATEMENT_CACHE = 100  # asyncpg's default
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
+                      statement_cache: int = STATEMENT_CACHE) -> asyncpg.Pool:
+    """A pool on `url`; `statement_cache=0` behind a pooler in transaction mode."""
     if not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
     pool = await asyncpg.create_pool(
@@ -27,7 +30,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
         # our transactions last milliseconds; one left open by a process that froze (SIGSTOP, a
         # stalled VM) would hold its row locks, and every worker would queue behind them
         server_settings={"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
-        reset=_keep_session,
+        statement_cache_size=statement_cache, reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -45,8 +48,8 @@ async def transaction(db: Db) -> AsyncIterator[Conn]:
             yield db
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
+async def connect(url: str, *, statement_cache: int = STATEMENT_CACHE) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url, statement_cache_size=statement_cache)
     await _init_connection(conn)
     return conn
 
