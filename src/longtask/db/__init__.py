@@ -1,4 +1,12 @@
-"""The asyncpg pool: JSON in and out of jsonb, and a helpful error for a bad URL."""
+"""The asyncpg pool: JSON in and out of jsonb, and a helpful error for a bad URL.
+
+Everything here works through a pooler in transaction mode (PgBouncer, `pool_mode =
+transaction`), where each transaction, and each statement outside one, may run on another server
+connection: nothing we do relies on the session. No startup parameter beyond the ones PgBouncer
+passes on (it refuses the connection over any other), no SET, no session advisory lock, no LISTEN,
+no cursor outside a transaction. Prepared statements are per session: `statement_cache=0`
+(LONGTASK_DB_STATEMENT_CACHE) makes asyncpg use unnamed ones, parsed again with each execution.
+Session settings we want are on the role, in the database (migration 0011)."""
 
 from __future__ import annotations
 
@@ -16,7 +24,6 @@ Pool = asyncpg.Pool
 Conn = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or one the pool lent
 Db = asyncpg.Pool | Conn  # where a store function runs its statements
 
-IDLE_IN_TRANSACTION = "10s"
 STATEMENT_CACHE = 100  # asyncpg's default
 
 
@@ -27,9 +34,6 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
         raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60,
-        # our transactions last milliseconds; one left open by a process that froze (SIGSTOP, a
-        # stalled VM) would hold its row locks, and every worker would queue behind them
-        server_settings={"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
         statement_cache_size=statement_cache, reset=_keep_session,
     )
     assert pool is not None
