@@ -2,11 +2,11 @@
 
 Everything here works through a pooler in transaction mode (PgBouncer, `pool_mode =
 transaction`), where each transaction, and each statement outside one, may run on another server
-connection: nothing we do relies on the session. No startup parameter beyond the ones PgBouncer
-passes on (it refuses the connection over any other), no SET, no session advisory lock, no LISTEN,
-no cursor outside a transaction. Prepared statements are per session: `statement_cache=0`
-(LONGTASK_DB_STATEMENT_CACHE) makes asyncpg use unnamed ones, parsed again with each execution.
-Session settings we want are on the role, in the database (migration 0011)."""
+connection: nothing we do relies on the session. No startup parameter but those PgBouncer keeps
+for each client (it refuses the connection over any other), no SET, no session advisory lock, no
+LISTEN, no cursor outside a transaction. Prepared statements belong to a session:
+`statement_cache=0` (LONGTASK_DB_STATEMENT_CACHE) makes asyncpg use unnamed ones, parsed again
+with each execution. Session settings we want are the role's, in the database (migration 0011)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ Conn = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or o
 Db = asyncpg.Pool | Conn  # where a store function runs its statements
 
 STATEMENT_CACHE = 100  # asyncpg's default
+# asyncpg's startup message says client_encoding='utf-8', quotes included; the server reports
+# UTF8, and PgBouncer, seeing the two differ, sends a `SET client_encoding` ahead of each
+# transaction (the server reports UTF8 again after it): one more round trip every time. The same
+# parameter again, spelled as the server reports it, is the one kept (the last one counts).
+_SERVER_SETTINGS = {"client_encoding": "UTF8"}
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
@@ -34,7 +39,8 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
         raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60,
-        statement_cache_size=statement_cache, reset=_keep_session,
+        statement_cache_size=statement_cache, server_settings=_SERVER_SETTINGS,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -53,7 +59,8 @@ async def transaction(db: Db) -> AsyncIterator[Conn]:
 
 
 async def connect(url: str, *, statement_cache: int = STATEMENT_CACHE) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url, statement_cache_size=statement_cache)
+    conn = await asyncpg.connect(url, statement_cache_size=statement_cache,
+                                 server_settings=_SERVER_SETTINGS)
     await _init_connection(conn)
     return conn
 
