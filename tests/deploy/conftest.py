@@ -14,8 +14,7 @@ from tests.deploy.pgbouncer import PgBouncer
 async def pgbouncer(services: Services) -> AsyncIterator[PgBouncer]:
     assert services.postgres.port is not None
     bouncer = PgBouncer(services.root / "pgbouncer", ("127.0.0.1", services.postgres.port))
-    await bouncer.start()
     try:
-        yield bouncer
-    finally:
+        yield await bouncer.start()
+    finally:  # stopped even if it never came up
         bouncer.stop()
