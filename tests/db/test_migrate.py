@@ -34,7 +34,8 @@ async def test_two_concurrent_migrations_apply_each_file_once(services: Services
             with_database(services.postgres.url, name))
 
 
-async def test_the_pool_ends_a_transaction_left_idle_after_10s(services: Services) -> None:
+async def test_the_pools_sessions_get_the_idle_transaction_timeout_from_the_role(
+        services: Services) -> None:
     """Set on the role in the database by a migration, not sent by the pool (a pooler refuses
     a connection over a startup parameter it does not know)."""
     async with new_database(services.postgres.url, "m") as name:
