@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +45,28 @@ async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@asynccontextmanager
+async def new_database(admin_url: str, prefix: str = "t") -> AsyncIterator[str]:
+    """An empty database on the server of `admin_url`, dropped at the end: its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield name
+        finally:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` with its database replaced by `name`."""
+    base, _, rest = url.rpartition("/")
+    query = rest.partition("?")[2]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
 class Proc:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import re
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import asyncpg
@@ -16,6 +14,7 @@ import pytest
 from longtask.db.migrate import migrate, migration_files
 from longtask.dev.embedded import _pg_bin
 from tests.conftest import Services
+from tests.support import new_database, with_database
 
 # pg_dump 16.10 and later open and close a dump with `\restrict KEY`, KEY random on each run
 _RESTRICT = re.compile(r"^\\(un)?restrict \S+$", re.MULTILINE)
@@ -61,7 +60,8 @@ def test_no_migration_replaces_a_function() -> None:
 async def _schema_of(services: Services, build: Callable[[str], Awaitable[object]]) -> str:
     """`pg_dump --schema-only` of a new database after `build(url)`, without the migrator's own
     bookkeeping table."""
-    async with _database(services) as url:
+    async with new_database(services.postgres.url, "schema") as name:
+        url = with_database(services.postgres.url, name)
         await build(url)
         proc = await asyncio.create_subprocess_exec(
             str(_pg_bin("pg_dump")), "--schema-only", "--exclude-table=public.schema_migrations",
@@ -70,17 +70,3 @@ async def _schema_of(services: Services, build: Callable[[str], Awaitable[object
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode(errors="replace")
     return _RESTRICT.sub("", out.decode())
-
-
-@asynccontextmanager
-async def _database(services: Services) -> AsyncIterator[str]:
-    name = f"schema_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.postgres.url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield services.postgres.url.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()

@@ -169,6 +169,10 @@ class Settings:
         "Postgres connections a process keeps open")
     db_pool_max: int = setting(
         "LONGTASK_DB_POOL_MAX", parse.positive_int, 10, "Postgres connections a process may open")
+    db_statement_cache: int = setting(
+        "LONGTASK_DB_STATEMENT_CACHE", parse.non_negative_int, 100,
+        "prepared statements each Postgres connection keeps; `0` behind a pooler in transaction "
+        "mode (PgBouncer before 1.21, or without `max_prepared_statements`)")
     max_params_bytes: int = setting(
         "LONGTASK_MAX_PARAMS_BYTES", parse.positive_int, 256 * 1024,
         "the largest `POST /tasks` body (413 past it)")

@@ -1,4 +1,12 @@
-"""The asyncpg pool: JSON in and out of jsonb, and a helpful error for a bad URL."""
+"""The asyncpg pool: JSON in and out of jsonb, and a helpful error for a bad URL.
+
+Everything here works through a pooler in transaction mode (PgBouncer, `pool_mode =
+transaction`), where each transaction, and each statement outside one, may run on another server
+connection: nothing we do relies on the session. No startup parameter but those PgBouncer keeps
+for each client (it refuses the connection over any other), no SET, no session advisory lock, no
+LISTEN, no cursor outside a transaction. Prepared statements belong to a session:
+`statement_cache=0` (LONGTASK_DB_STATEMENT_CACHE) makes asyncpg use unnamed ones, parsed again
+with each execution. Session settings we want are the role's, in the database (migration 0011)."""
 
 from __future__ import annotations
 
@@ -16,17 +24,22 @@ Pool = asyncpg.Pool
 Conn = asyncpg.Connection | PoolConnectionProxy  # a connection of its own, or one the pool lent
 Db = asyncpg.Pool | Conn  # where a store function runs its statements
 
-IDLE_IN_TRANSACTION = "10s"
+STATEMENT_CACHE = 100  # asyncpg's default
+# asyncpg's startup message says client_encoding='utf-8', quotes included; the server reports
+# UTF8, and PgBouncer, seeing the two differ, sends a `SET client_encoding` ahead of each
+# transaction (the server reports UTF8 again after it): one more round trip every time. The same
+# parameter again, spelled as the server reports it, is the one kept (the last one counts).
+_SERVER_SETTINGS = {"client_encoding": "UTF8"}
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
+                      statement_cache: int = STATEMENT_CACHE) -> asyncpg.Pool:
+    """A pool on `url`; `statement_cache=0` behind a pooler in transaction mode."""
     if not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60,
-        # our transactions last milliseconds; one left open by a process that froze (SIGSTOP, a
-        # stalled VM) would hold its row locks, and every worker would queue behind them
-        server_settings={"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
+        statement_cache_size=statement_cache, server_settings=_SERVER_SETTINGS,
         reset=_keep_session,
     )
     assert pool is not None
@@ -45,8 +58,9 @@ async def transaction(db: Db) -> AsyncIterator[Conn]:
             yield db
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
+async def connect(url: str, *, statement_cache: int = STATEMENT_CACHE) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url, statement_cache_size=statement_cache,
+                                 server_settings=_SERVER_SETTINGS)
     await _init_connection(conn)
     return conn
 

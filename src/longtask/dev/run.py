@@ -75,7 +75,9 @@ def demo(settings: Settings, query: str) -> int:
 
 async def create_key(database_url: str, tenant: str, name: str) -> str:
     """A new API key for `tenant` (returned once; stored hashed)."""
-    pool = await create_pool(database_url, min_size=1, max_size=1)
+    # one statement: a cache would keep nothing worth keeping, and without one the command
+    # works through a pooler in transaction mode as it is
+    pool = await create_pool(database_url, min_size=1, max_size=1, statement_cache=0)
     try:
         return await api_keys.create(pool, tenant, name)
     finally:

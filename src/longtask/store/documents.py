@@ -133,7 +133,8 @@ async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generat
     """Store a batch of a generation's chunks; a batch stored twice is stored once."""
     await pool.executemany(
         "INSERT INTO chunks (document_id, tenant, generation, idx, page_start, page_end, text,"
-        " tokens, model, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::vector)"
+        " tokens, model, embedding)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::vector)"
         " ON CONFLICT (document_id, generation, idx) DO NOTHING",
         [(document_id, tenant, generation, r.idx, r.page_start, r.page_end,
           r.text.replace("\x00", ""), r.tokens, model, _vector(r.embedding)) for r in rows],
@@ -208,10 +209,10 @@ async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: st
         raise ValueError(f"embedding dimension {dim} is out of range")
     rows = await pool.fetch(
         f"SELECT c.document_id, d.filename, d.title, c.idx, c.page_start, c.page_end, c.text,"
-        f" 1 - (c.embedding::vector({dim}) <=> $1::vector({dim})) AS score"
+        f" 1 - (c.embedding::vector({dim}) <=> $1::text::vector({dim})) AS score"
         f" FROM chunks c JOIN documents d ON d.id = c.document_id AND d.generation = c.generation"
         f" WHERE c.tenant = $2 AND c.model = $3 AND ($4::uuid IS NULL OR c.document_id = $4)"
-        f" ORDER BY c.embedding::vector({dim}) <=> $1::vector({dim}) LIMIT $5",
+        f" ORDER BY c.embedding::vector({dim}) <=> $1::text::vector({dim}) LIMIT $5",
         _vector(vector), tenant, model, document_id, k,
     )
     return [{**dict(r), "document_id": str(r["document_id"]), "score": round(r["score"], 4)}
@@ -219,6 +220,9 @@ async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: st
 
 
 def _vector(values: list[float]) -> str:
+    # bound as text and cast in SQL ($1::text::vector): a parameter of pgvector's own type sends
+    # asyncpg to look the type up, with a session-level SET of `jit` around the lookup, which a
+    # transaction pooler leaves on whichever server connection ran it
     return "[" + ",".join(repr(float(v)) for v in values) + "]"
 
 

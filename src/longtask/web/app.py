@@ -50,7 +50,8 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         pool = await create_pool(database_url, min_size=settings.db_pool_min,
-                                 max_size=settings.db_pool_max)
+                                 max_size=settings.db_pool_max,
+                                 statement_cache=settings.db_statement_cache)
         arq = await connection.connect(redis_url)
         hub = Hub(arq, on_listeners=metrics.streams_open)
         await hub.start()

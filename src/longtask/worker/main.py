@@ -54,7 +54,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         if settings.metrics_port:
             stop_metrics.append(metrics.serve(settings.metrics_port))
         pool = await create_pool(database_url, min_size=settings.db_pool_min,
-                                 max_size=settings.db_pool_max)
+                                 max_size=settings.db_pool_max,
+                                 statement_cache=settings.db_statement_cache)
         services = Services(
             settings=settings, pool=pool, redis=ctx["redis"],
             http=httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)),
