@@ -39,7 +39,9 @@ class Settings:
     redis_url: str | None = setting(
         "REDIS_URL", str, None, shown="embedded",
         help="`redis://`, `rediss://` (self-signed certificates accepted unless "
-             "`?ssl_cert_reqs=required`) or `unix://`")
+             "`?ssl_cert_reqs=required`), `unix://`, or through Sentinel: "
+             "`redis+sentinel://[:password@]host:26379[,host2:26379...]/mymaster[/db]` "
+             "(`rediss+sentinel://` for TLS; `?sentinel_password=` if the Sentinels ask for one)")
     port: int = setting("PORT", parse.port, 8000, "web port")
     kinds: tuple[str, ...] = setting(
         "LONGTASK_KINDS", parse.csv, (), "modules with your job kinds, comma-separated")

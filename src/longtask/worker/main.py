@@ -50,7 +50,6 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     async def startup(ctx: dict[str, Any]) -> None:
         # again: the `arq` command set up a handler and level of its own after it imported us
         logs.configure_logging(settings)
-        connection.retry_handshakes(ctx["redis"])
         if settings.metrics_port:
             stop_metrics.append(metrics.serve(settings.metrics_port))
         pool = await create_pool(database_url, min_size=settings.db_pool_min,
@@ -120,7 +119,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": connection.redis_settings(redis_url, connection.WORKER_RETRIES),
+        # our client, not one ARQ makes from RedisSettings: the same as the web's, Sentinel too
+        "redis_pool": connection.pool(redis_url, connection.WORKER_RETRIES),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,
         "job_completion_wait": int(settings.shutdown_grace),
