@@ -1,14 +1,126 @@
-"""Redis behind Sentinel: REDIS_URL names the Sentinels and the service it watches, and a bad
-one stops a process at start with a message that names REDIS_URL."""
+"""Redis behind Sentinel: REDIS_URL names the Sentinels and the service, and a web and two workers
+ride out a failover mid-batch. The primary is killed (-9) while a batch runs and a live SSE
+client follows it; the Sentinel promotes the replica; the batch completes, each file once, and
+the client has every event once, in order. The old primary, back, gets nothing written to it."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
 import pytest
 
 from longtask.broker import connection
 from longtask.core.errors import ConfigError
+from longtask.store import api_keys
+from longtask.testing.fake_openai import FakeOpenAI
+from tests.conftest import Services
+from tests.deploy.sentinel import SERVICE, SentinelRedis
+from tests.faults.test_worker_crash import assert_exactly_once, batch
+from tests.support import (
+    Web,
+    Worker,
+    cancel_open_tasks,
+    fake_providers,
+    sse_events,
+    wait_for,
+    wait_status,
+)
 
-SERVICE = "mymaster"
+FILES = 12
+
+
+@dataclass
+class Stack:
+    web: Web
+    workers: list[Worker]
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+async def deployment(tmp_path: Path) -> AsyncIterator[SentinelRedis]:
+    async with SentinelRedis(tmp_path / "redis") as servers:
+        yield servers
+
+
+@pytest.fixture
+async def stack(services: Services, pool: asyncpg.Pool,
+                deployment: SentinelRedis) -> AsyncIterator[Stack]:
+    """A web and two workers on REDIS_URL=redis+sentinel://..., the LLM and embeddings from
+    the test server."""
+    with FakeOpenAI(latency=0.1) as fake:
+        env = {**services.env, "REDIS_URL": deployment.url,
+               "LONGTASK_QUEUE": "longtask:sentinel", **fake_providers(fake)}
+        logs = services.root / "logs"
+        web = Web("sentinel-web", env, logs).start()
+        workers = [Worker(f"sentinel-worker{i}", env, logs).start() for i in range(2)]
+        redis = connection.pool(deployment.url)
+        client = httpx.AsyncClient(base_url=web.url, timeout=60)
+        try:
+            await web.ready()
+            for worker in workers:
+                await worker.ready(redis)
+            key = await api_keys.create(pool, "tenant-a", "sentinel")
+            client.headers["Authorization"] = f"Bearer {key}"
+            yield Stack(web, workers, client)
+            await cancel_open_tasks(pool, redis)  # while the workers that run them are up
+        finally:
+            await client.aclose()
+            web.terminate()
+            for worker in workers:
+                worker.terminate()
+            await redis.aclose()
+
+
+@pytest.mark.timeout(300)
+async def test_a_batch_rides_out_a_failover(stack: Stack, pool: asyncpg.Pool,
+                                            deployment: SentinelRedis) -> None:
+    await _failover_mid_batch(stack.client, pool, deployment)
+    assert stack.web.alive and all(w.alive for w in stack.workers)  # they rode it out
+    await _old_primary_back(stack.client, deployment)
+
+
+async def _failover_mid_batch(client: httpx.AsyncClient, pool: asyncpg.Pool,
+                              deployment: SentinelRedis) -> None:
+    task_id = (await client.post("/documents", files=batch(8, FILES))).json()["id"]
+    live = asyncio.create_task(sse_events(client, task_id, timeout=240))
+
+    async def some_done() -> bool:
+        return bool(await pool.fetchval("SELECT items_done >= 2 FROM tasks WHERE id = $1",
+                                        task_id))
+
+    try:
+        await wait_for(some_done, timeout=60, what="a few files to finish")
+        deployment.primary.kill()
+        await deployment.wait_promoted()
+        assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", task_id) \
+            == "running"
+        task = await wait_status(client, task_id, {"completed", "failed"}, timeout=240)
+        assert task["status"] == "completed" and task["items_failed"] == 0
+        seen = await live
+    finally:
+        live.cancel()
+    seqs = [seq for seq, _, _ in seen]
+    assert seqs == list(range(1, task["last_seq"] + 1))  # each once, in order, no gap
+    assert seen == await sse_events(client, task_id)  # what a replay from Postgres says
+    await assert_exactly_once(pool, task_id, FILES)
+
+
+async def _old_primary_back(client: httpx.AsyncClient, deployment: SentinelRedis) -> None:
+    """The old primary restarts empty and as a primary, until the Sentinel makes it a replica
+    of the new one: nothing may be written to it meanwhile."""
+    old = deployment.primary
+    await old.start().ready()
+    task_id = (await client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+    events = await sse_events(client, task_id, timeout=60)
+    assert (events[-1][1], events[-1][2]["status"]) == ("status", "completed")
+    info = await old.client.info()  # its role and its keys, in one answer
+    assert info["role"] == "slave" or not any(name.startswith("db") for name in info), info
+    assert await deployment.primary_port() == deployment.replica.port
 
 
 @pytest.mark.parametrize("url, sentinels, service, database, password", [
