@@ -14,7 +14,7 @@ from longtask.web.app import create_app
 
 try:
     settings = embedded.services(Settings.from_env())
+    configure_logging(settings)
+    app = create_app(settings)  # a bad REDIS_URL stops it here
 except ConfigError as exc:
     sys.exit(f"longtask web: {exc}")
-configure_logging(settings)
-app = create_app(settings)

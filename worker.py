@@ -14,7 +14,7 @@ from longtask.worker.main import worker_settings
 
 try:
     settings = embedded.services(Settings.from_env())
+    configure_logging(settings)
+    WorkerSettings = worker_settings(settings)  # a bad REDIS_URL stops it here
 except ConfigError as exc:
     sys.exit(f"longtask worker: {exc}")
-configure_logging(settings)
-WorkerSettings = worker_settings(settings)

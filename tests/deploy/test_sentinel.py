@@ -1,11 +1,13 @@
 """Redis behind Sentinel: REDIS_URL names the Sentinels and the service, and a web and two workers
 ride out a failover mid-batch. The primary is killed (-9) while a batch runs and a live SSE
 client follows it; the Sentinel promotes the replica; the batch completes, each file once, and
-the client has every event once, in order. The old primary, back, gets nothing written to it."""
+the client has every event once, in order. The old primary, back, gets nothing written to it.
+A REDIS_URL that is not one of the forms stops the web and the worker at once, naming it."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from longtask.store import api_keys
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.deploy.sentinel import SERVICE, SentinelRedis
+from tests.deploy.test_guard import COMMANDS, UNREACHABLE, checkout_env
 from tests.faults.test_worker_crash import assert_exactly_once, batch
 from tests.support import (
     Web,
@@ -175,13 +178,13 @@ def test_a_bad_redis_url_shows_no_password() -> None:
     assert "hunter" not in str(error.value) and "user:***@s1" in str(error.value)
 
 
-def test_a_bad_redis_url_stops_the_web_and_the_worker_at_start() -> None:
-    from longtask.config import Settings
-    from longtask.web.app import create_app
-    from longtask.worker.main import worker_settings
-
-    settings = Settings(database_url="postgresql://localhost/x",
-                        redis_url=f"redis+sentinel://s1/{SERVICE}/nine")
-    for start in (create_app, worker_settings):
-        with pytest.raises(ConfigError, match="REDIS_URL"):
-            start(settings)
+@pytest.mark.parametrize("process", [p for p in COMMANDS if p != "release"])
+def test_a_process_with_a_bad_redis_url_exits_naming_it(process: str, tmp_path: Path) -> None:
+    env = checkout_env(DATABASE_URL=UNREACHABLE["DATABASE_URL"],
+                       REDIS_URL=f"redis+sentinel://127.0.0.1:9/{SERVICE}/nine")
+    done = subprocess.run(["bash", "-c", COMMANDS[process]], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0, done.stdout + done.stderr
+    message = done.stderr.strip()
+    assert "\n" not in message, message  # one line, no traceback
+    assert "REDIS_URL" in message and "the database must be a number" in message

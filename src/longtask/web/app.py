@@ -121,6 +121,7 @@ def serve(settings: Settings, host: str = "0.0.0.0") -> None:
 
     # each process reads its own settings: hand them the URLs (embedded services' included)
     assert settings.database_url and settings.redis_url
+    connection.redis_settings(settings.redis_url)  # a bad one: one line, not one per process
     os.environ.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url)
     if settings.web_concurrency > 1:
         prepare_multiprocess()  # the processes add up their metrics, whichever one is scraped
