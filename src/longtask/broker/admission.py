@@ -37,9 +37,11 @@ class Admission:
         self._max_depth = settings.max_queue_depth
         self._rates: list[RateLimitItem] = parse_many(settings.rate_limit) \
             if settings.rate_limit else []
+        # the shared pool (a Sentinel one too): limits types its options as scalars, but hands
+        # them to redis-py as they are
         storage = RedisStorage("async+redis://", implementation="redispy",
                                key_prefix=redis_keys.RATE_LIMIT_PREFIX,
-                               connection_pool=redis.connection_pool)
+                               connection_pool=redis.connection_pool)  # type: ignore[arg-type]
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._depth = 0  # the queue depth last read, plus what this process enqueued since
         self._depth_read_at = -math.inf
