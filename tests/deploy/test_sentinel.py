@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from longtask.broker import connection
-from longtask.core.errors import ConfigError
+from longtask.broker.admission import Admission
+from longtask.config import Settings
+from longtask.core.errors import ConfigError, LimitReached
 from longtask.store import api_keys
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
@@ -57,7 +59,9 @@ async def stack(services: Services, pool: asyncpg.Pool,
     the test server."""
     with FakeOpenAI(latency=0.1) as fake:
         env = {**services.env, "REDIS_URL": deployment.url,
-               "LONGTASK_QUEUE": "longtask:sentinel", **fake_providers(fake)}
+               "LONGTASK_QUEUE": "longtask:sentinel", **fake_providers(fake),
+               # the workers' shared limit toward the LLM (Lua in Redis) on every call
+               "LONGTASK_LLM_RATE": "100000/minute"}
         logs = services.root / "logs"
         web = Web("sentinel-web", env, logs).start()
         workers = [Worker(f"sentinel-worker{i}", env, logs).start() for i in range(2)]
@@ -96,21 +100,39 @@ async def _failover_mid_batch(client: httpx.AsyncClient, pool: asyncpg.Pool,
         return bool(await pool.fetchval("SELECT items_done >= 2 FROM tasks WHERE id = $1",
                                         task_id))
 
+    redis = await connection.connect(deployment.url)
+    limit = Admission(Settings(rate_limit="2/minute"), redis)  # a rate limit, as the web's
     try:
+        await limit.request("probe")  # counted on the primary
         await wait_for(some_done, timeout=60, what="a few files to finish")
         deployment.primary.kill()
         await deployment.wait_promoted()
         assert await pool.fetchval("SELECT status FROM tasks WHERE id = $1", task_id) \
             == "running"
+        await _limit_counts_on(limit)
         task = await wait_status(client, task_id, {"completed", "failed"}, timeout=240)
         assert task["status"] == "completed" and task["items_failed"] == 0
         seen = await live
     finally:
         live.cancel()
+        await redis.aclose()
     seqs = [seq for seq, _, _ in seen]
     assert seqs == list(range(1, task["last_seq"] + 1))  # each once, in order, no gap
     assert seen == await sse_events(client, task_id)  # what a replay from Postgres says
     await assert_exactly_once(pool, task_id, FILES)
+
+
+async def _limit_counts_on(limit: Admission) -> None:
+    """The rate limit, on a client whose connections went to the old primary, counts on the new
+    one: a Redis error would let every request through instead."""
+    admitted = 0
+    with pytest.raises(LimitReached):
+        for _ in range(3):
+            await limit.request("probe")
+            admitted += 1
+    # the hit before the failover counts, unless the replica had not got it yet when the old
+    # primary died (asynchronous replication)
+    assert admitted in (1, 2)
 
 
 async def _old_primary_back(client: httpx.AsyncClient, deployment: SentinelRedis) -> None:
