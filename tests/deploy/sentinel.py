@@ -79,7 +79,8 @@ class SentinelRedis:
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        nothing_on_disk = 'save ""\nappendonly no\n'
+        # nothing on disk; a replica syncs at once (Redis 7 waits 5 s for more to come)
+        nothing_on_disk = 'save ""\nappendonly no\nrepl-diskless-sync-delay 0\n'
         self.primary = Server(root, "primary", nothing_on_disk)
         self.replica = Server(root, "replica", nothing_on_disk
                               + f"replicaof 127.0.0.1 {self.primary.port}\n")

@@ -1,8 +1,9 @@
 """Redis behind Sentinel: REDIS_URL names the Sentinels and the service, and a web and two workers
 ride out a failover mid-batch. The primary is killed (-9) while a batch runs and a live SSE
 client follows it; the Sentinel promotes the replica; the batch completes, each file once, and
-the client has every event once, in order. The old primary, back, gets nothing written to it.
-A REDIS_URL that is not one of the forms stops the web and the worker at once, naming it."""
+the client has every event once, in order. The old primary, back, gets nothing written to it;
+one demoted while alive sends our writes on to the new primary. A REDIS_URL that is not one of
+the forms stops the web and the worker at once, naming it."""
 
 from __future__ import annotations
 
@@ -146,6 +147,26 @@ async def _old_primary_back(client: httpx.AsyncClient, deployment: SentinelRedis
     info = await old.client.info()  # its role and its keys, in one answer
     assert info["role"] == "slave" or not any(name.startswith("db") for name in info), info
     assert await deployment.primary_port() == deployment.replica.port
+
+
+async def test_a_demoted_primary_is_left_for_the_new_one(deployment: SentinelRedis) -> None:
+    """A switch while the old primary lives (`SENTINEL FAILOVER`, a network split): when it is
+    made a replica and keeps our connection, a write there meets READONLY; the connection is
+    dropped and the write done on the new primary, a Lua script's too (the rate limits' and the
+    queue's are scripts)."""
+    redis = await connection.connect(deployment.url)
+    script = redis.register_script("return redis.call('set', KEYS[1], ARGV[1])")
+    try:
+        assert await redis.set("before", "1") and await script(["script"], ["before"])
+        await deployment.sentinel.client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        await deployment.wait_promoted()
+        # demoted as the Sentinel will do shortly, but without dropping its clients
+        await deployment.primary.client.replicaof("127.0.0.1", deployment.replica.port)
+        assert await redis.set("after", "1") and await script(["script"], ["after"])
+        new = deployment.replica.client
+        assert (await new.get("after"), await new.get("script")) == ("1", "after")
+    finally:
+        await redis.aclose()
 
 
 @pytest.mark.parametrize("url, sentinels, service, database, password", [
