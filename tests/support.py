@@ -32,6 +32,7 @@ from longtask.service.deps import Deps
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = samples.FOLDER  # the sample PDFs, package data (src/longtask/samples)
 T = TypeVar("T")
+METRICS_TOKEN = "metrics-token-for-tests"  # the stacks' LONGTASK_METRICS_TOKEN
 
 
 async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
@@ -194,6 +195,8 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         "LONGTASK_RETRY_DELAYS": "0.2,0.4",
         "LONGTASK_WORKER_CONCURRENCY": "8",
         "LONGTASK_SSE_PING_SECONDS": "2",
+        "LONGTASK_METRICS_TOKEN": METRICS_TOKEN,
+        "LONGTASK_METRICS_REFRESH_SECONDS": "0",  # each scrape reads afresh
         # this checkout's code, even when the venv's editable install points at another
         "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
         "LOG_LEVEL": "INFO",

@@ -29,14 +29,24 @@ from longtask.obs.metrics import (
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services, Tenant
 from tests.jobs.test_ingest import ingest, sample_files
-from tests.support import ROOT, Web, Worker, fake_providers, sse_events, wait_for, wait_status
+from tests.support import (
+    METRICS_TOKEN,
+    ROOT,
+    Web,
+    Worker,
+    fake_providers,
+    sse_events,
+    wait_for,
+    wait_status,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 async def scrape(url: str) -> Samples:
-    async with httpx.AsyncClient() as client:  # no key: like /health
-        response = await client.get(url, timeout=10)
+    async with httpx.AsyncClient() as client:  # the scraper's token, no tenant's key
+        response = await client.get(url, timeout=10,
+                                    headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return {(s.name, frozenset(s.labels.items())): s.value
@@ -57,6 +67,41 @@ def total(samples: Samples, name: str) -> float:
 
 def label_values(samples: Samples, name: str, label: str) -> set[str]:
     return {dict(labels)[label] for n, labels in samples if n == name and label in dict(labels)}
+
+
+async def test_metrics_answer_only_the_scrapers_token(make_stack: Any, web: Web,
+                                                      tenant_a: Tenant) -> None:
+    """/metrics names every tenant's kinds and counts: never for anyone on the public port."""
+    async with httpx.AsyncClient(base_url=web.url) as anon:
+        for headers in ({}, {"Authorization": "Bearer wrong"},
+                        {"Authorization": f"Bearer {tenant_a.key}"},  # a tenant's key is not it
+                        {"Authorization": f"Basic {METRICS_TOKEN}"}):
+            refused = await anon.get("/metrics", headers=headers)
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["error"] == "invalid_metrics_token"
+        assert "longtask_" not in refused.text
+    off = await make_stack(LONGTASK_METRICS_TOKEN="")
+    async with httpx.AsyncClient(base_url=off.web.url) as anon:
+        answer = await anon.get("/metrics",
+                                headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert answer.status_code == 404
+    assert "LONGTASK_METRICS_TOKEN" in answer.json()["detail"]
+
+
+async def test_scrapes_read_the_figures_at_most_once_per_refresh(make_stack: Any) -> None:
+    """However often it is scraped, a web process reads tasks, queue and workers once per
+    LONGTASK_METRICS_REFRESH_SECONDS: a task submitted after a scrape shows only later."""
+    stack = await make_stack(LONGTASK_METRICS_REFRESH_SECONDS="3600")
+    url = f"{stack.web.url}/metrics"
+    before = await asyncio.gather(*(scrape(url) for _ in range(20)))  # one read among them
+    task_id = (await stack.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+    await wait_status(stack.client, task_id, {"completed"})
+    after = await scrape(url)
+    for found in [*before, after]:
+        assert total(found, "longtask_tasks") == 0  # the figures of the first read
+    # the requests themselves are counted as they happen
+    assert total(after, "longtask_http_requests_total") > total(before[0],
+                                                                "longtask_http_requests_total")
 
 
 async def test_metrics_count_a_finished_task_and_requests_by_route_template(

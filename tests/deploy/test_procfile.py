@@ -34,7 +34,7 @@ from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.installs import Venv, normalise, scratch_dir, user_env
-from tests.support import ROOT, fake_providers, sse_events, task_status, wait_for
+from tests.support import METRICS_TOKEN, ROOT, fake_providers, sse_events, task_status, wait_for
 from tests.test_metrics import Samples, label_values, scrape, total
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -132,7 +132,8 @@ async def test_the_procfile_runs_under_honcho(slug: Venv, app_dir: Path, build_d
     with FakeOpenAI() as fake:
         env = user_env(PATH=f"{slug.bin}:{os.environ['PATH']}", PORT=str(port),
                        DATABASE_URL=app_services.database_url, REDIS_URL=app_services.redis_url,
-                       WEB_CONCURRENCY="2", **fake_providers(fake))
+                       WEB_CONCURRENCY="2", LONGTASK_METRICS_TOKEN=METRICS_TOKEN,
+                       **fake_providers(fake))
         release = await asyncio.to_thread(
             subprocess.run, [str(HONCHO), "start", "release"], cwd=app_dir, env=env,
             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

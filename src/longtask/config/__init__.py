@@ -178,6 +178,14 @@ class Settings:
     max_params_bytes: int = setting(
         "LONGTASK_MAX_PARAMS_BYTES", parse.positive_int, 256 * 1024,
         "the largest `POST /tasks` body (413 past it)")
+    metrics_token: str | None = setting(
+        "LONGTASK_METRICS_TOKEN", str, None, shown="off",
+        help="`/metrics` answers only a scrape with `Authorization: Bearer <this>`; unset: "
+             "`/metrics` is off (404)")
+    metrics_refresh_seconds: float = setting(
+        "LONGTASK_METRICS_REFRESH_SECONDS", parse.non_negative_float, 10.0,
+        "`/metrics` reads tasks by kind and status, the queue and the workers at most this "
+        "often per web process, however often it is scraped")
     metrics_port: int | None = setting(
         "LONGTASK_METRICS_PORT", parse.port, None,
         "a worker serves its Prometheus metrics on this port (all interfaces) instead of "

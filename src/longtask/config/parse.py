@@ -41,6 +41,13 @@ def positive_float(raw: str) -> float:
     return value
 
 
+def non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:  # NaN too
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def flag(raw: str) -> bool:
     value = raw.lower()
     if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):

@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> Starlette:
                 "keys": KeyCache(pool), "secret": settings.secret or await meta.shared_secret(pool),
                 "admission": admission, "openapi": described,
                 "query_embedder": query_embedder, "metrics": metrics,
+                "figures": ops.Figures(settings.metrics_refresh_seconds),
                 "deps": deps,
             }
         finally:

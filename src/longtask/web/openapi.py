@@ -111,9 +111,14 @@ def spec(registry: Registry) -> dict[str, Any]:
         "/ready": {"get": {"summary": "Readiness: Postgres, Redis, a worker", "security": [],
                            "responses": {"200": _response("ready", ref("Ready")),
                                          "503": _response("not ready", ref("Ready"))}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics, all tenants", "security": [],
-                             "responses": {"200": _response("the text exposition format",
-                                                            {"type": "string"}, "text/plain")}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics, all tenants (off unless LONGTASK_METRICS_TOKEN)",
+            "security": [{"metrics": []}],
+            "responses": {"200": _response("the text exposition format",
+                                           {"type": "string"}, "text/plain"),
+                          "401": _response("without the scraper's token", ref("Error")),
+                          "404": _response("off: LONGTASK_METRICS_TOKEN is unset",
+                                           ref("Error"))}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
             "200": _response("OpenAPI 3.1", {"type": "object"})}}},
     }
@@ -123,7 +128,9 @@ def spec(registry: Registry) -> dict[str, Any]:
             "paths": paths,
             "components": {"schemas": SCHEMAS, "securitySchemes": {
                 "key": {"type": "http", "scheme": "bearer",
-                        "description": "`longtask keys create --tenant NAME`"}}},
+                        "description": "`longtask keys create --tenant NAME`"},
+                "metrics": {"type": "http", "scheme": "bearer",
+                            "description": "LONGTASK_METRICS_TOKEN, the scraper's own"}}},
             "security": [{"key": []}]}
 
 

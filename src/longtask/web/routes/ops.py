@@ -1,10 +1,12 @@
 """/health (the process is up), /ready (it can do its job), /stats (what the tenant has),
-/metrics (Prometheus, all tenants)."""
+/metrics (Prometheus, all tenants, for the scraper's token)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +15,7 @@ from starlette.routing import Route
 
 from longtask.broker import admission, published
 from longtask.broker import keys as redis_keys
+from longtask.core.errors import NotFound, Unauthenticated
 from longtask.obs.metrics import CONTENT_TYPE, Snapshot
 from longtask.store import tasks as task_store
 from longtask.web.common import authenticate
@@ -59,16 +62,53 @@ async def stats(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """No key, like /health: expose it to your Prometheus, not to the internet."""
+    """Prometheus, all tenants: for a scraper holding LONGTASK_METRICS_TOKEN only (it names
+    every kind and its counts), and cheap however often it is scraped (`Figures`)."""
     state = request.state
+    _authorize_scrape(request, state.settings.metrics_token)
+    snapshot = await state.figures.read(state)
+    return Response(state.metrics.render(snapshot), media_type=CONTENT_TYPE)
+
+
+class Figures:
+    """The figures `/metrics` reads from Postgres and Redis (tasks by kind and status over all
+    tenants, the queue, the workers and what they published), read at most once per `every`
+    seconds by this process: parallel scrapes share one read, later ones reuse it."""
+
+    def __init__(self, every: float) -> None:
+        self._every = every
+        self._lock = asyncio.Lock()
+        self._snapshot: Snapshot | None = None
+        self._read_at = 0.0
+
+    async def read(self, state: Any) -> Snapshot:
+        async with self._lock:
+            if self._snapshot is None or time.monotonic() - self._read_at >= self._every:
+                self._snapshot = await _read_figures(state)
+                self._read_at = time.monotonic()
+            return self._snapshot
+
+
+async def _read_figures(state: Any) -> Snapshot:
     queue = state.settings.queue_name
     tasks, depth, workers, from_workers = await asyncio.gather(
         _scrape("tasks", task_store.counts_all(state.pool)),
         _scrape("queue_depth", admission.depth(state.arq, queue)),
         _scrape("workers_alive", _workers_alive(state.arq)),
         _scrape("worker metrics", published.read(state.arq, queue)))
-    body = state.metrics.render(Snapshot(tasks, depth, workers, from_workers))
-    return Response(body, media_type=CONTENT_TYPE)
+    return Snapshot(tasks, depth, workers, from_workers)
+
+
+def _authorize_scrape(request: Request, token: str | None) -> None:
+    if not token:
+        raise NotFound("/metrics is off: set LONGTASK_METRICS_TOKEN, and scrape with "
+                       "`Authorization: Bearer <it>`")
+    sent = request.headers.get("authorization", "")
+    scheme, _, credentials = sent.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode(), token.encode()):
+        raise Unauthenticated("scrape /metrics with `Authorization: Bearer "
+                              "<LONGTASK_METRICS_TOKEN>`", code="invalid_metrics_token")
 
 
 async def _scrape(what: str, awaitable: Any) -> Any:
