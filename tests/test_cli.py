@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,49 @@ async def test_keys_create_makes_a_working_key(services: Services, web: Web) -> 
     async with httpx.AsyncClient(base_url=web.url) as client:
         ok = await client.get("/tasks", headers={"Authorization": f"Bearer {key}"})
     assert ok.status_code == 200 and ok.json()["tasks"] == []
+
+
+async def test_keys_list_and_revoke_by_exact_id(services: Services, web: Web) -> None:
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "longtask.cli", "keys", *args],
+            env=services.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    tenant = f"keys-{uuid.uuid4().hex[:6]}"
+    made = [(await cli("create", "--tenant", tenant, "--name", n)).stdout.strip()
+            for n in ("ci", "laptop")]
+    other = (await cli("create", "--tenant", f"{tenant}-other")).stdout.strip()
+    listed = await cli("list", "--tenant", tenant)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["ci", "laptop"]  # its own keys only
+    assert all(" live " in line for line in lines)
+    assert all(key not in listed.stdout for key in made)  # never the key, only its prefix
+    assert made[0][:10] in lines[0]
+    laptop_id = lines[1].split()[0]
+
+    async with httpx.AsyncClient(base_url=web.url) as client:
+        async def status(key: str) -> int:
+            answer = await client.get("/tasks", headers={"Authorization": f"Bearer {key}"})
+            return answer.status_code
+
+        assert [await status(k) for k in (*made, other)] == [200, 200, 200]  # now cached
+        revoked = await cli("revoke", laptop_id)
+        assert revoked.returncode == 0, revoked.stderr
+        assert laptop_id in revoked.stdout and "revoked" in revoked.stdout
+
+        async def refused() -> bool:
+            return await status(made[1]) == 401
+
+        await wait_for(refused, timeout=15, interval=0.5,  # the web's key cache keeps 10 s
+                       what="the revoked key to be refused")
+        assert await status(made[0]) == 200 and await status(other) == 200
+    relisted = (await cli("list", "--tenant", tenant)).stdout.splitlines()
+    assert " revoked " in relisted[1] and " live " in relisted[0]
+    for wrong in (made[0][:10], str(uuid.uuid4())):  # a prefix is no id; an id of no key
+        refused_revoke = await cli("revoke", wrong)
+        assert refused_revoke.returncode == 2
+        assert refused_revoke.stderr.count("\n") == 1, refused_revoke.stderr
 
 
 async def test_a_bad_setting_stops_the_command_with_its_name(services: Services) -> None:

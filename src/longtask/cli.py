@@ -4,6 +4,8 @@
     longtask web [--host H]                the API on $PORT, $WEB_CONCURRENCY processes (web)
     longtask worker                        an ARQ worker (the Procfile's worker)
     longtask keys create --tenant NAME     make an API key (printed once, stored hashed)
+    longtask keys list --tenant NAME       its keys: id, state, prefix, name
+    longtask keys revoke KEY_ID            revoke one, by its exact id
     longtask dev                           embedded services + migrations + web + worker
     longtask demo                          `dev`, then ingest the samples live and search them
 
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     create = keys.add_parser("create", help="make an API key for a tenant")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="")
+    listed = keys.add_parser("list", help="a tenant's keys: id, state, prefix, name")
+    listed.add_argument("--tenant", required=True)
+    revoke = keys.add_parser("revoke", help="revoke the key with this id (from `keys list`)")
+    revoke.add_argument("key_id")
     dev = sub.add_parser("dev", help="run everything locally on embedded defaults")
     dev.add_argument("--workers", type=int, default=1)
     demo = sub.add_parser("demo", help="run everything locally: ingest the samples, search them")
@@ -106,8 +112,15 @@ def _server_command(args: argparse.Namespace) -> int:
 
             configure_logging(settings)
             run_worker(settings)
-        elif args.command == "keys":
+        elif args.command == "keys" and args.action == "create":
             print(asyncio.run(run.create_key(settings.database_url, args.tenant, args.name)))
+        elif args.command == "keys" and args.action == "list":
+            keys = asyncio.run(run.list_keys(settings.database_url, args.tenant))
+            print(run.show_keys(keys) if keys else f"tenant {args.tenant!r} has no keys")
+        elif args.command == "keys" and args.action == "revoke":
+            revoked = asyncio.run(run.revoke_key(settings.database_url, args.key_id))
+            print(f"revoked: {run.show_keys([revoked])}\n"
+                  "(web processes stop taking it within 10 s)")
         elif args.command == "dev":
             return run.dev(settings, args.workers)
         elif args.command == "demo":

@@ -121,3 +121,15 @@ def item_job_id(item_id: str, attempt: int, retake: str = "") -> str:
     blocks a reused id while it keeps the result. `retake` tells apart a new job for the same
     attempt (its first job was lost with a worker)."""
     return f"item:{item_id}:{attempt}" + (f":{retake}" if retake else "")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """What is kept of an API key: never the key itself, only its first characters."""
+
+    id: str
+    tenant: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None

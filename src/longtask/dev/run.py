@@ -17,13 +17,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import httpx
 
 from longtask import samples
 from longtask.config import Settings
 from longtask.core.errors import ConfigError
+from longtask.core.models import ApiKey
 from longtask.db import create_pool
 from longtask.db.migrate import migrate
 from longtask.store import api_keys
@@ -75,11 +78,43 @@ def demo(settings: Settings, query: str) -> int:
 
 async def create_key(database_url: str, tenant: str, name: str) -> str:
     """A new API key for `tenant` (returned once; stored hashed)."""
-    # one statement: a cache would keep nothing worth keeping, and without one the command
-    # works through a pooler in transaction mode as it is
+    async with _one_connection(database_url) as pool:
+        return await api_keys.create(pool, tenant, name)
+
+
+async def list_keys(database_url: str, tenant: str) -> list[ApiKey]:
+    async with _one_connection(database_url) as pool:
+        return await api_keys.list_for(pool, tenant)
+
+
+async def revoke_key(database_url: str, key_id: str) -> ApiKey:
+    """Revoke the key with this id; web processes stop taking it within their key cache's
+    10 s. ConfigError for an id that is no key's."""
+    try:
+        exact = str(uuid.UUID(key_id))
+    except ValueError:
+        raise ConfigError(f"{key_id!r} is not a key id (`longtask keys list --tenant T` "
+                          "shows them)") from None
+    async with _one_connection(database_url) as pool:
+        revoked = await api_keys.revoke(pool, exact)
+    if revoked is None:
+        raise ConfigError(f"no key has the id {exact}")
+    return revoked
+
+
+def show_keys(keys: list[ApiKey]) -> str:
+    """One line per key: id, state, prefix, name."""
+    return "\n".join(f"{k.id}  {'revoked' if k.revoked_at else 'live   '}  "
+                     f"{k.created_at:%Y-%m-%d %H:%M}  {k.prefix}...  {k.name}" for k in keys)
+
+
+@contextlib.asynccontextmanager
+async def _one_connection(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    # a statement or two: a cache would keep nothing worth keeping, and without one these
+    # commands work through a pooler in transaction mode as they are
     pool = await create_pool(database_url, min_size=1, max_size=1, statement_cache=0)
     try:
-        return await api_keys.create(pool, tenant, name)
+        yield pool
     finally:
         await pool.close()
 

@@ -7,6 +7,7 @@ import secrets
 
 import asyncpg
 
+from longtask.core.models import ApiKey
 from longtask.db import Db
 
 KEY_PREFIX = "lt_"
@@ -34,9 +35,26 @@ async def tenant_for(pool: asyncpg.Pool, key: str) -> str | None:
     return tenant
 
 
-async def revoke(pool: asyncpg.Pool, prefix: str) -> int:
-    done = await pool.fetchval(
-        "WITH r AS (UPDATE api_keys SET revoked_at = now() WHERE prefix = $1"
-        " AND revoked_at IS NULL RETURNING 1) SELECT count(*) FROM r", prefix,
-    )
-    return int(done)
+async def list_for(db: Db, tenant: str) -> list[ApiKey]:
+    """`tenant`'s keys, revoked ones included, oldest first."""
+    rows = await db.fetch(f"SELECT {_COLUMNS} FROM api_keys WHERE tenant = $1"
+                          " ORDER BY created_at, id", tenant)
+    return [_key(r) for r in rows]
+
+
+async def revoke(db: Db, key_id: str) -> ApiKey | None:
+    """Revoke the key with this very id (no prefix matching: ids are exact); None if there is
+    no such key. A key revoked already stays as it was."""
+    row = await db.fetchrow(f"UPDATE api_keys SET revoked_at = now() WHERE id = $1"
+                            f" AND revoked_at IS NULL RETURNING {_COLUMNS}", key_id)
+    if row is None:
+        row = await db.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+    return _key(row) if row is not None else None
+
+
+_COLUMNS = "id::text, tenant, name, prefix, created_at, revoked_at"
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(id=row["id"], tenant=row["tenant"], name=row["name"], prefix=row["prefix"],
+                  created_at=row["created_at"], revoked_at=row["revoked_at"])
