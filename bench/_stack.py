@@ -41,6 +41,7 @@ TERMINAL = ("completed", "failed", "canceled")
 # what every bench process gets: no backpressure in the way, quiet logs, production timings
 BENCH_ENV = {
     "LONGTASK_KINDS": "bench.kinds",
+    "LONGTASK_TRIAL_KINDS": "1",  # noop, demo
     "LONGTASK_RATE_LIMIT": "off",
     "LONGTASK_MAX_OPEN_TASKS": "20000",  # above any bench's open tasks; each submit counts them
     "LONGTASK_MAX_QUEUE_DEPTH": "10000000",

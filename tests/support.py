@@ -189,6 +189,7 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "LONGTASK_KINDS": "tests.kinds_for_tests",
+        "LONGTASK_TRIAL_KINDS": "1",  # `demo`, as under `longtask dev`
         "LONGTASK_HEARTBEAT_SECONDS": "0.5",
         "LONGTASK_LEASE_SECONDS": "5",
         "LONGTASK_REAPER_SECONDS": "1",

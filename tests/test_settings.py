@@ -119,3 +119,11 @@ def test_the_readme_table_is_written_from_the_declaration(tmp_path: Path) -> Non
     assert config_main(["--markdown", str(readme)]) == 0
     text = readme.read_text()
     assert "`OLD`" not in text and "| `LOG_FORMAT` | text |" in text and text.endswith("\nafter\n")
+
+
+def test_the_trial_kinds_come_with_a_machine_of_ones_own() -> None:
+    assert "longtask.kinds.trial" not in Settings.from_env({}).kind_modules
+    for on in ({"LONGTASK_TRIAL_KINDS": "1"}, {"LONGTASK_EMBEDDED": "1"}):
+        assert Settings.from_env(on).kind_modules[0] == "longtask.kinds.trial"
+    mine = Settings.from_env({"LONGTASK_KINDS": "my.kinds"})
+    assert mine.kind_modules == ("my.kinds",)

@@ -33,6 +33,20 @@ async def test_the_document_names_every_route(web: Any) -> None:
     assert "demo" in kinds and "test.echo" in kinds and "ingest" not in kinds  # public ones
 
 
+async def test_the_trial_kinds_are_off_unless_asked_for(make_stack: Any) -> None:
+    """`demo` (10,000 steps of 60 s at a tenant's whim) and `noop` exist only where a deployment
+    turns them on: LONGTASK_TRIAL_KINDS=1, LONGTASK_EMBEDDED=1, `longtask dev`."""
+    stack = await make_stack(LONGTASK_TRIAL_KINDS="0")
+    for name in ("demo", "noop"):
+        refused = await stack.client.post("/tasks", json={"kind": name, "params": {}})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "unknown_kind"
+    described = (await stack.client.get("/openapi.json")).json()
+    kinds = described["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]["kind"]["enum"]
+    assert "demo" not in kinds and "noop" not in kinds and "test.echo" in kinds
+
+
 async def test_schemathesis_finds_no_5xx_and_no_schema_violation(make_stack: Any,
                                                                  tmp_path: Path) -> None:
     # a stack with only the built-in kinds: fuzzed submissions must not start endless tasks

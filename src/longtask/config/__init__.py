@@ -23,6 +23,7 @@ __all__ = ["CLIENT", "DEFAULT_QUEUE", "Computed", "Settings", "Var", "markdown",
            "require_services", "variables"]
 
 DEFAULT_QUEUE = "longtask:queue"
+TRIAL_KINDS = "longtask.kinds.trial"  # demo and noop, for trying things out
 
 
 def _cores_up_to_4() -> int:
@@ -45,6 +46,10 @@ class Settings:
     port: int = setting("PORT", parse.port, 8000, "web port")
     kinds: tuple[str, ...] = setting(
         "LONGTASK_KINDS", parse.csv, (), "modules with your job kinds, comma-separated")
+    trial_kinds: bool = setting(
+        "LONGTASK_TRIAL_KINDS", parse.flag, False,
+        "`1`: the kinds for trying longtask out, `demo` and `noop`, are on (`longtask dev`, "
+        "`demo` and LONGTASK_EMBEDDED=1 turn them on)")
     worker_concurrency: int = setting(
         "LONGTASK_WORKER_CONCURRENCY", parse.positive_int, 16, "items one worker runs at once")
     job_timeout: float = setting(
@@ -225,6 +230,12 @@ class Settings:
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
         return settings
+
+    @property
+    def kind_modules(self) -> tuple[str, ...]:
+        """The modules whose kinds this deployment runs, beside the built-in ones."""
+        trial = (TRIAL_KINDS,) if self.trial_kinds or self.embedded else ()
+        return (*trial, *self.kinds)
 
     def retry_delay(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based); the last delay repeats."""

@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 Splitter = Callable[[Any], Iterable[Any]]
 
-BUILTIN_MODULES = ("longtask.kinds.builtin", "longtask.kinds.ingest", "longtask.kinds.agent",
-                   "longtask.kinds.generate")
+BUILTIN_MODULES = ("longtask.kinds.ingest", "longtask.kinds.agent", "longtask.kinds.generate")
 
 
 @dataclass(frozen=True)

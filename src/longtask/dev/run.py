@@ -141,7 +141,8 @@ def _running(settings: Settings, workers: int,
         raise ConfigError("DATABASE_URL and REDIS_URL must be resolved before starting")
     asyncio.run(migrate(database_url))
     key = asyncio.run(create_key(database_url, DEV_TENANT, "dev"))
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+           "LONGTASK_TRIAL_KINDS": "1"}  # a machine of one's own: `demo` to try the API
     if quiet:
         env["LOG_LEVEL"] = "WARNING"
     url = f"http://127.0.0.1:{settings.port}"

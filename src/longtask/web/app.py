@@ -44,7 +44,7 @@ WEB_GRACE_SECONDS = 25
 def create_app(settings: Settings) -> Starlette:
     database_url, redis_url = require_services(settings)
     connection.redis_settings(redis_url)  # a bad REDIS_URL fails now, not in the lifespan
-    registry = Registry.from_modules(settings.kinds)
+    registry = Registry.from_modules(settings.kind_modules)
     described = openapi.spec(registry)
     metrics = WebMetrics()
 

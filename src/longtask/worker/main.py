@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Everything `arq worker.WorkerSettings` needs, from one Settings."""
     database_url, redis_url = require_services(settings)
-    registry = Registry.from_modules(settings.kinds)
+    registry = Registry.from_modules(settings.kind_modules)
     running = Running()
     metrics = WorkerMetrics()
     background: list[asyncio.Task[None]] = []

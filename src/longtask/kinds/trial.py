@@ -1,5 +1,7 @@
-"""Kinds every deployment has: `noop` (measures the framework itself) and `demo` (a countdown
-with progress, for trying the API without any provider)."""
+"""Kinds for trying longtask out: `demo` (a countdown with progress, for trying the API without
+any provider) and `noop` (measures the framework itself). A deployment has them only where it
+asks (LONGTASK_TRIAL_KINDS=1, or LONGTASK_EMBEDDED=1; `longtask dev` and `demo` set it): a public
+`demo` of 10,000 steps of 60 s each would let any tenant hold the fleet."""
 
 from __future__ import annotations
 
