@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
 from tests.conftest import Tenant
+from tests.sockets import ws_url
 from tests.support import Proc, Web, wait_for, wait_status
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -72,10 +74,7 @@ async def test_json_logs_carry_request_task_and_item_ids(make_stack: Any) -> Non
     task_id = submitted.json()["id"]
     task = await wait_status(stack.client, task_id, {"completed"})
     item_id = task["items"][0]["id"]
-    token = (await stack.client.post(f"/tasks/{task_id}/stream-token")).json()["token"]
-    async with httpx.AsyncClient(base_url=stack.web.url) as anon:
-        replay = await anon.get(f"/tasks/{task_id}/events", params={"token": token})
-        assert replay.status_code == 200  # the history, then the stream ends with the task
+    token = await stream_with_a_token(stack, task_id)
 
     async def request_logged() -> list[dict[str, Any]]:
         return [r for r in json_lines(stack.web) if r.get("request_id") == sent]
@@ -91,11 +90,6 @@ async def test_json_logs_carry_request_task_and_item_ids(make_stack: Any) -> Non
                 if r.get("task_id") == task_id and r.get("item_id") == item_id]
 
     assert await wait_for(item_logged, what="the worker's line for the item")
-
-    async def stream_logged() -> bool:
-        return "/events" in stack.web.log_path.read_text()
-
-    await wait_for(stream_logged, what="the stream request's line")
     for proc in (stack.web, stack.workers[0]):
         text = proc.log_path.read_text()
         assert token not in text and stack.key not in text
@@ -109,17 +103,13 @@ async def test_text_logs_print_each_line_once_in_one_format(make_stack: Any) -> 
     task_id = submitted.json()["id"]
     task = await wait_status(stack.client, task_id, {"completed"})
     item_id = task["items"][0]["id"]
-    token = (await stack.client.post(f"/tasks/{task_id}/stream-token")).json()["token"]
-    async with httpx.AsyncClient(base_url=stack.web.url) as anon:
-        assert (await anon.get(f"/tasks/{task_id}/events",
-                               params={"token": token})).status_code == 200
+    token = await stream_with_a_token(stack, task_id)
     web, worker = stack.web, stack.workers[0]
 
     async def logged() -> bool:
-        return ("/events" in web.log_path.read_text()
-                and f"← item:{item_id}" in worker.log_path.read_text())
+        return f"← item:{item_id}" in worker.log_path.read_text()
 
-    await wait_for(logged, what="the stream request's and the item's lines")
+    await wait_for(logged, what="the item's lines")
     ours = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+ ")
     for line in (f"→ item:{item_id}", f"← item:{item_id}"):  # ARQ's, for this item's job
         found = [n for n in _lines(worker.log_path) if line in n]
@@ -134,3 +124,21 @@ async def test_text_logs_print_each_line_once_in_one_format(make_stack: Any) -> 
     assert count(worker, "Starting worker for") == count(worker, "ready; kinds:") >= 1
     assert count(web, "Application startup complete") == count(web, "Started server process")
     assert token not in web.log_path.read_text()
+
+
+async def stream_with_a_token(stack: Any, task_id: str) -> str:
+    """Follow the (ended) task as a browser does, with a stream token in the URL, over SSE and
+    over a WebSocket; return the token once the web has logged both requests."""
+    token = (await stack.client.post(f"/tasks/{task_id}/stream-token")).json()["token"]
+    async with httpx.AsyncClient(base_url=stack.web.url) as anon:
+        replay = await anon.get(f"/tasks/{task_id}/events", params={"token": token})
+        assert replay.status_code == 200  # the history, then the stream ends with the task
+    async with connect(ws_url(stack.web.url, task_id, token=token, after="0")) as ws:
+        assert json.loads(await ws.recv())["event"]
+
+    async def logged() -> bool:
+        text = stack.web.log_path.read_text()
+        return "/events" in text and "WebSocket /tasks/" in text
+
+    await wait_for(logged, what="the web's lines of both stream requests")
+    return str(token)
