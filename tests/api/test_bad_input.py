@@ -5,6 +5,7 @@ and the server stays up throughout."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,11 @@ def multipart(parts: list[tuple[bytes, bytes, bytes]], boundary: bytes = b"xyzzy
     body += b"--" + boundary + b"--\r\n"
     return {"content": body,
             "headers": {"Content-Type": "multipart/form-data; boundary=" + boundary.decode()}}
+
+
+def _cursor(when: str) -> str:
+    """A cursor as the server makes them, around a time of the caller's choosing."""
+    return base64.urlsafe_b64encode(f"{when}|{uuid.uuid4()}".encode()).decode().rstrip("=")
 
 
 CASES: dict[str, Case] = {
@@ -126,6 +132,30 @@ CASES: dict[str, Case] = {
     "10,000-char file name": Case("POST", "/documents", 400, "invalid_multipart", multipart(
         [(b"files", b"x" * 10_000 + b".pdf", b"%PDF-1.7")])),  # part headers are capped at 4 KB
     # the rest
+    # what Postgres cannot store or compare (each answered 500 once)
+    "NUL in params": Case("POST", "/tasks", 400, "invalid_input",
+                          {"json": {"kind": "test.echo", "params": {"note": "a\u0000b"}}}),
+    "NUL in a params key": Case("POST", "/tasks", 400, "invalid_input",
+                                {"json": {"kind": "test.echo", "params": {"a\u0000": 1}}}),
+    "NUL in a kind filter": Case("GET", "/tasks?kind=demo%00", 400, "invalid_query"),
+    "NUL in a schedule": Case("POST", "/schedules", 400, "invalid_input", {"json": {
+        "kind": "test.echo", "cron": "0 * * * *", "params": {"note": ["ok", "a\u0000"]}}}),
+    "NUL in metadata": Case("POST", "/documents", 400, "invalid_metadata", multipart(
+        [(b"files", b"a.pdf", b"%PDF-1.4"), (b"metadata", b"", b'{"team": "a\\u0000"}')])),
+    "cursor before Postgres's time": Case(
+        "GET", "/tasks?cursor=" + _cursor("0001-01-01T00:00:00+14:00"), 400, "invalid_cursor"),
+    "cursor past Python's time": Case(
+        "GET", "/tasks?cursor=" + _cursor("9999-12-31T23:59:59-14:00"), 400, "invalid_cursor"),
+    "naive cursor": Case("GET", "/tasks?cursor=" + _cursor("2026-01-01T00:00:00"), 400,
+                         "invalid_cursor"),
+    "stream token with a non-ASCII signature": Case(
+        "GET", "/tasks/{task}/events?token=abc.%C3%A9t%C3%A9", 401, "invalid_token",
+        anonymous=True),
+    "agent over documents that are no ids": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "agent", "params": {"question": "q", "document_ids": ["x"]}}}),
+    "agent over 6,000 documents": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "agent", "params": {"question": "q", "document_ids": [
+            str(uuid.UUID(int=n)) for n in range(6000)]}}}),
     "method not allowed": Case("PUT", "/tasks", 405, "method_not_allowed"),
     "unknown path": Case("GET", "/wp-admin.php", 404, "not_found"),
 }

@@ -64,7 +64,7 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(make_stack: Any
     command = [
         str(Path(sys.executable).with_name("st")), "run", f"{stack.web.url}/openapi.json",
         "--header", f"Authorization: Bearer {stack.key}", "--checks", CHECKS,
-        "--max-examples", "25", "--seed", "1", "--workers", "1", "--request-timeout", "20",
+        "--max-examples", "50", "--seed", "1", "--workers", "1", "--request-timeout", "20",
         "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
         "--exclude-path", "/tasks/{id}/events",  # an endless stream; tests/api/test_stream.py
         "--report", "junit", "--report-dir", str(tmp_path), "--no-color"]

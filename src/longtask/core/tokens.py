@@ -22,7 +22,9 @@ def make(secret: str, tenant: str, task_id: str, ttl: float) -> str:
 def verify(secret: str, token: str, task_id: str) -> str | None:
     """The tenant the token was made for, if it is genuine, unexpired and for this task."""
     body, _, signature = token.partition(".")
-    if not body or not hmac.compare_digest(signature, _sign(secret, body)):
+    expected = _sign(secret, body).encode()
+    if not body or not hmac.compare_digest(signature.encode("utf-8", "surrogateescape"),
+                                           expected):
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -35,7 +37,8 @@ def verify(secret: str, token: str, task_id: str) -> str | None:
 
 
 def _sign(secret: str, body: str) -> str:
-    return _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
+    return _b64(hmac.new(secret.encode(), body.encode("utf-8", "surrogateescape"),
+                         hashlib.sha256).digest())
 
 
 def _b64(raw: bytes) -> str:

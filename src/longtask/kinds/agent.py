@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 
 from longtask.core.context import JobContext
@@ -25,6 +26,7 @@ from longtask.kinds import llm
 from longtask.pipeline.chat import ChatClient, ChatReply, ToolCall
 
 MAX_STEPS = 20
+MAX_DOCUMENTS = 50  # an agent run limited to some documents: at most this many
 _SYSTEM = ("You answer questions about the user's documents. Use the tools to find and read "
            "passages; do not answer from memory. When you know the answer, reply without tool "
            "calls, citing each fact as [file name, p. N] with the page it is on.")
@@ -140,9 +142,17 @@ def _read(params: Any) -> tuple[str, list[str] | None, int, float]:
             or not params["question"].strip():
         raise PermanentError("params need a `question`", code="invalid_params")
     only = params.get("document_ids")
-    if only is not None and (not isinstance(only, list) or not all(isinstance(d, str)
-                                                                   for d in only)):
-        raise PermanentError("`document_ids` must be a list of ids", code="invalid_params")
+    if only is not None:
+        if not isinstance(only, list) or not all(isinstance(d, str) for d in only):
+            raise PermanentError("`document_ids` must be a list of ids", code="invalid_params")
+        if len(only) > MAX_DOCUMENTS:  # each search step looks in each of them
+            raise PermanentError(f"`document_ids` holds at most {MAX_DOCUMENTS} ids",
+                                 code="invalid_params")
+        try:
+            only = [str(uuid.UUID(d)) for d in only]
+        except ValueError:
+            raise PermanentError("`document_ids` must be documents' ids (UUIDs)",
+                                 code="invalid_params") from None
     steps = params.get("max_steps", 10)
     timeout = params.get("step_timeout", 120)
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:

@@ -87,9 +87,47 @@ async def json_body(request: Request, max_bytes: int) -> Any:
         if len(body) > max_bytes:
             raise TooLarge(f"the body is over {max_bytes} bytes")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Invalid(f"the body is not valid JSON: {exc}"[:300], code="invalid_json") from None
+    refuse_nul(value, "the body", "invalid_input")
+    return value
+
+
+def text_query(request: Request, name: str) -> str | None:
+    """A text query parameter, stripped; None if absent or empty."""
+    raw = request.query_params.get(name, "").strip()
+    refuse_nul(raw, f"`{name}`", "invalid_query")
+    return raw or None
+
+
+def refuse_nul(value: Any, what: str, code: str) -> None:
+    """Invalid (`code`) if a string in `value`, a key of an object included, holds a NUL
+    character, which Postgres cannot store in text or jsonb (valid JSON as it is)."""
+    path = _nul_path(value, "")
+    if path is not None:
+        where = f"{what}, at `{path}`," if path else what
+        raise Invalid(f"{where} holds a NUL character (\\u0000), which cannot be stored",
+                      code=code)
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return inner.replace("\x00", "\\u0000")
+            found = _nul_path(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def int_query(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -18,7 +18,7 @@ from longtask.core.errors import Invalid, TooLarge, Unacceptable
 from longtask.service import documents as documents_service
 from longtask.service.documents import Incoming
 from longtask.store import documents as doc_store
-from longtask.web.common import authenticate, int_query, uuid_value
+from longtask.web.common import authenticate, int_query, refuse_nul, uuid_value
 from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
 
 MAX_QUERY_CHARS = 2000
@@ -90,7 +90,7 @@ async def delete(request: Request) -> Response:
 async def search(request: Request) -> Response:
     tenant = await authenticate(request)
     state = request.state
-    query = request.query_params.get("q", "").strip()
+    query = request.query_params.get("q", "").strip()  # never stored: any text will do
     if not query:
         raise Invalid("`q` is required", code="invalid_query")
     if len(query) > MAX_QUERY_CHARS:
@@ -122,6 +122,7 @@ def _metadata(raw: Any) -> dict[str, Any]:
         raise Invalid("`metadata` must be a JSON object", code="invalid_metadata") from None
     if not isinstance(value, dict):
         raise Invalid("`metadata` must be a JSON object", code="invalid_metadata")
+    refuse_nul(value, "`metadata`", "invalid_metadata")
     return value
 
 

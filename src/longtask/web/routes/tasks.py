@@ -19,7 +19,7 @@ from longtask.core.status import ALL as STATUSES
 from longtask.service import tasks as tasks_service
 from longtask.store import items as item_store
 from longtask.store import tasks as task_store
-from longtask.web.common import authenticate, int_query, json_body, task_id
+from longtask.web.common import authenticate, int_query, json_body, task_id, text_query
 
 _MAX_IDEMPOTENCY_KEY = 200
 _MAX_DEADLINE = 30 * 86400
@@ -104,7 +104,7 @@ async def index(request: Request) -> Response:
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise Invalid(f"`status` must be one of {', '.join(STATUSES)}", code="invalid_query")
-    kind = request.query_params.get("kind") or None
+    kind = text_query(request, "kind")
     schedule = request.query_params.get("schedule_id") or None
     if schedule is not None:
         try:
@@ -169,8 +169,12 @@ def decode_cursor(raw: str | None) -> tuple[datetime, str] | None:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         when, _, ident = text.partition("|")
-        return datetime.fromisoformat(when), str(uuid.UUID(ident))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is None:  # ours are aware
+            raise ValueError("naive")
+        # in UTC, or OverflowError for a time no row can have (a year-1 time east of UTC)
+        return moment.astimezone(timezone.utc), str(uuid.UUID(ident))
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise Invalid("`cursor` is not one this server gave out", code="invalid_cursor") \
             from None
 
