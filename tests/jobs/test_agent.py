@@ -134,8 +134,10 @@ async def test_a_shared_provider_limit_keeps_two_workers_under_it(make_stack: An
         f"Summary: prompt number {i}" for i in range(100)]
     refused = [r for r in chats if r.status == 429]
     # spaced by the shared limit, the provider refuses next to nothing: only when a loaded
-    # machine delays some requests on their way and bunches them up with later ones
-    assert len(refused) <= 2, f"{len(refused)} of {len(chats)} refused"
+    # machine delays some requests on their way and bunches them up with later ones (7 of 107
+    # in a run with the cores loaded four times over). Unspaced, 16 at once against 12 per
+    # 2 s, most would be
+    assert len(refused) <= len(chats) // 10, f"{len(refused)} of {len(chats)} refused"
     starts = sorted(r.started for r in chats if r.status != 429)
     assert starts[-1] - starts[0] >= (len(starts) - 8) / 4 * 0.9  # on average <= 8 per 2 s
     workers = await pool.fetchval(
