@@ -29,6 +29,7 @@ from longtask.obs.metrics import WebMetrics, prepare_multiprocess
 from longtask.pipeline import providers
 from longtask.service.deps import Deps
 from longtask.service.outages import DEPENDENCY_ERRORS
+from longtask.service.params import check_schemas
 from longtask.store import meta
 from longtask.web import openapi, request_id
 from longtask.web.common import KeyCache
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
     database_url, redis_url = require_services(settings)
     connection.redis_settings(redis_url)  # a bad REDIS_URL fails now, not in the lifespan
     registry = Registry.from_modules(settings.kind_modules)
+    check_schemas(registry)  # a kind's bad params_schema stops the start
     described = openapi.spec(registry)
     metrics = WebMetrics()
 
