@@ -174,6 +174,14 @@ CASES: dict[str, Case] = {
         "json": {"kind": "test.typed", "params": {"colour": "red", "count": 0}}}),
     "schedule with params off the schema": Case("POST", "/schedules", 422, "invalid_params", {
         "json": {"kind": "demo", "params": {"steps": 0}, "cron": "0 * * * *"}}),
+    "NaN in params": Case("POST", "/tasks", 400, "invalid_json", {  # once a 500: not JSON,
+        # though Python's json reads it, and no minimum or maximum catches a NaN
+        "content": b'{"kind": "demo", "params": {"delay": NaN}}', "headers": JSON}),
+    "Infinity in a schedule's params": Case("POST", "/schedules", 400, "invalid_json", {
+        "content": b'{"kind": "test.echo", "cron": "0 * * * *", "params": {"x": -Infinity}}',
+        "headers": JSON}),
+    "NaN in metadata": Case("POST", "/documents", 400, "invalid_metadata", multipart(
+        [(b"files", b"a.pdf", b"%PDF-1.4"), (b"metadata", b"", b'{"team": NaN}')])),
     "method not allowed": Case("PUT", "/tasks", 405, "method_not_allowed"),
     "unknown path": Case("GET", "/wp-admin.php", 404, "not_found"),
 }
