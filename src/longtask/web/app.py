@@ -35,7 +35,7 @@ from longtask.web import openapi, request_id
 from longtask.web.common import KeyCache
 from longtask.web.errors import domain_response, error_response
 from longtask.web.instrument import HttpMetrics
-from longtask.web.routes import dashboard, documents, ops, schedules, sockets, stream, tasks
+from longtask.web.routes import dashboard, docs, documents, ops, schedules, sockets, stream, tasks
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
         ))
     return Starlette(
         routes=[*tasks.routes, *stream.routes, *sockets.routes, *schedules.routes,
-                *documents.routes, *ops.routes, *openapi.routes, *dashboard.routes],
+                *documents.routes, *ops.routes, *openapi.routes, *docs.routes, *dashboard.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
