@@ -75,12 +75,14 @@ def check(kind: Kind, params: Any) -> None:
 
 
 def problems(validator: Validator, params: Any, kind_name: str) -> list[str]:
-    """What is wrong with `params`, one line per field, at most MAX_PROBLEMS."""
-    errors = sorted(validator.iter_errors(params), key=lambda e: e.validator in _COMBINATORS)
+    """What is wrong with `params`, one line per field, at most MAX_PROBLEMS: in the order of
+    the fields' paths (jsonschema's own order is not stable), a `oneOf`'s after the rest."""
+    found = [(error.validator in _COMBINATORS, _order(where), where, message)
+             for error in validator.iter_errors(params)
+             for where, message in _describe(error, kind_name)]
     said: dict[str, str] = {}
-    for error in errors:
-        for where, message in _describe(error, kind_name):
-            said.setdefault(_where(where), message)
+    for *_, where, message in sorted(found, key=lambda f: (f[0], f[1])):
+        said.setdefault(_where(where), message)
     return [f"`{where}`: {message}" for where, message in list(said.items())[:MAX_PROBLEMS]]
 
 
@@ -162,6 +164,11 @@ def _message(error: ValidationError) -> str:
     if keyword in ("not", None):  # `not`, or a schema of `false`
         return "is not allowed"
     return error.message[:200]
+
+
+def _order(path: list[Any]) -> list[tuple[int, int, str]]:
+    """A sort key for a path of keys and indexes (which do not compare with each other)."""
+    return [(0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in path]
 
 
 def _where(path: Iterable[Any]) -> str:
