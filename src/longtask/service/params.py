@@ -115,9 +115,11 @@ def _describe(error: ValidationError, kind_name: str) -> Iterator[tuple[list[Any
             and isinstance(error.schema, dict):
         known = list(error.schema.get("properties", {}))
         patterns = list(error.schema.get("patternProperties", {}))
-        takes = f"; it takes {', '.join(known)}" if known else ""
-        what = f"is not a parameter of `{kind_name}`{takes}" if not path else \
-            f"is not expected here{takes.replace('it takes', 'known:')}"
+        fields = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        if path:
+            what = "is not expected here" + (f"; known: {fields}" if known else "")
+        else:
+            what = f"is not a parameter of `{kind_name}`" + (f"; it takes {fields}" if known else "")
         for name in instance:
             if name not in known and not any(re.search(p, name) for p in patterns):
                 yield [*path, name], what
