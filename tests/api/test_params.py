@@ -8,10 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.conftest import Tenant
-from tests.support import wait_status
+from tests.jobs.test_schedules import EVERY_2S, tasks_of
+from tests.support import wait_for, wait_status
 
 IDS = [str(uuid.uuid4()) for _ in range(51)]
 
@@ -104,3 +106,26 @@ async def test_a_schedule_takes_params_that_fit(tenant_a: Tenant) -> None:
         "kind": "test.typed", "params": {"colour": "green", "count": 5}, "cron": "0 * * * *"})
     assert made.status_code == 201, made.text
     assert made.json()["params"] == {"colour": "green", "count": 5}
+
+
+async def test_a_schedule_whose_params_stopped_fitting_makes_no_task_and_says_why(
+        tenant_a: Tenant, live_worker: Any, pool: asyncpg.Pool) -> None:
+    """Params are checked again at each firing: a schedule made before its kind's schema
+    changed (here: its row rewritten) records `invalid_params` rather than starting a task
+    that would fail in a worker."""
+    made = (await tenant_a.client.post("/schedules", json={
+        "kind": "test.typed", "params": {"colour": "red", "count": 1}, "cron": EVERY_2S})).json()
+    await tenant_a.client.post(f"/schedules/{made['id']}/pause")
+    await pool.execute("UPDATE schedules SET params = $1 WHERE id = $2",
+                       {"colour": "pink", "count": 1}, made["id"])
+    before = len(await tasks_of(tenant_a.client, made["id"]))
+    await tenant_a.client.post(f"/schedules/{made['id']}/resume")
+
+    async def refused() -> dict[str, Any] | None:
+        shown = (await tenant_a.client.get(f"/schedules/{made['id']}")).json()
+        return shown["last_error"]
+
+    error = await wait_for(refused, timeout=15, what="a firing of the schedule")
+    assert error["code"] == "invalid_params"
+    assert '`params.colour`: must be one of "red", "green", "blue"' in error["message"]
+    assert len(await tasks_of(tenant_a.client, made["id"])) == before
