@@ -91,3 +91,17 @@ async def reporter(ctx: longtask.JobContext, payload: int) -> None:
     steps = int(ctx.params["steps"])
     for step in range(1, steps + 1):
         await ctx.progress(100 * step / steps, f"step {step}", step=step)
+
+
+@longtask.kind("test.typed", params_schema={
+    "type": "object", "required": ["colour", "count"], "additionalProperties": False,
+    "description": "A kind of the user's own with declared params: checked at submit.",
+    "properties": {
+        "colour": {"enum": ["red", "green", "blue"]},
+        "count": {"type": "integer", "minimum": 1, "maximum": 5},
+        "tags": {"type": "array", "maxItems": 3, "items": {"$ref": "#/$defs/tag"}}},
+    "$defs": {"tag": {"type": "string", "pattern": "^[a-z]+$"}},
+    "examples": [{"colour": "red", "count": 2, "tags": ["warm"]}]})
+async def typed(ctx: longtask.JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Says back what it was given, which its schema checked at submit."""
+    return {"colour": params["colour"], "count": params["count"], "tags": params.get("tags", [])}

@@ -156,6 +156,32 @@ CASES: dict[str, Case] = {
     "agent over 6,000 documents": Case("POST", "/tasks", 422, "invalid_params", {
         "json": {"kind": "agent", "params": {"question": "q", "document_ids": [
             str(uuid.UUID(int=n)) for n in range(6000)]}}}),
+    # params that do not fit their kind's declared schema: refused at submit, never a task
+    # that fails later in a worker (tests/api/test_params.py checks each detail)
+    "demo with 10,001 steps": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "demo", "params": {"steps": 10_001, "delay": 60}}}),
+    "demo with a delay as text": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "demo", "params": {"delay": "1s"}}}),
+    "noop with params": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "noop", "params": {"x": 1}}}),
+    "generate with neither prompts nor documents": Case("POST", "/tasks", 422, "invalid_params",
+                                                        {"json": {"kind": "generate"}}),
+    "generate with prompts not text": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "generate", "params": {"prompts": [{"text": "hi"}]}}}),
+    "agent with a list for a question": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "agent", "params": {"question": ["why?"]}}}),
+    "user kind with params off its schema": Case("POST", "/tasks", 422, "invalid_params", {
+        "json": {"kind": "test.typed", "params": {"colour": "red", "count": 0}}}),
+    "schedule with params off the schema": Case("POST", "/schedules", 422, "invalid_params", {
+        "json": {"kind": "demo", "params": {"steps": 0}, "cron": "0 * * * *"}}),
+    "NaN in params": Case("POST", "/tasks", 400, "invalid_json", {  # once a 500: not JSON,
+        # though Python's json reads it, and no minimum or maximum catches a NaN
+        "content": b'{"kind": "demo", "params": {"delay": NaN}}', "headers": JSON}),
+    "Infinity in a schedule's params": Case("POST", "/schedules", 400, "invalid_json", {
+        "content": b'{"kind": "test.echo", "cron": "0 * * * *", "params": {"x": -Infinity}}',
+        "headers": JSON}),
+    "NaN in metadata": Case("POST", "/documents", 400, "invalid_metadata", multipart(
+        [(b"files", b"a.pdf", b"%PDF-1.4"), (b"metadata", b"", b'{"team": NaN}')])),
     "method not allowed": Case("PUT", "/tasks", 405, "method_not_allowed"),
     "unknown path": Case("GET", "/wp-admin.php", 404, "not_found"),
 }

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from longtask.kinds import agent, generate, trial
 from longtask.web import openapi
 from longtask.web.routes import documents, ops, schedules, stream, tasks
 from tests.support import wait_for
@@ -28,9 +29,52 @@ async def test_the_document_names_every_route(web: Any) -> None:
               for method in route.methods or () if method != "HEAD"}
     listed = {(method, path) for path, ops_ in described["paths"].items() for method in ops_}
     assert listed == served
-    kinds = described["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"][
-        "schema"]["properties"]["kind"]["enum"]
+    kinds = submittable(described)
     assert "demo" in kinds and "test.echo" in kinds and "ingest" not in kinds  # public ones
+
+
+def submittable(described: dict[str, Any], path: str = "/tasks") -> dict[str, Any]:
+    """kind -> the schema of its body at POST `path`: the `oneOf` branch for it."""
+    body = described["paths"][path]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]
+    branches = [_resolve(described, b) for b in body["oneOf"]]
+    mapping = body["discriminator"]["mapping"]
+    assert [b["properties"]["kind"]["const"] for b in branches] == list(mapping)
+    return {b["properties"]["kind"]["const"]: b for b in branches}
+
+
+def _resolve(described: dict[str, Any], node: dict[str, Any]) -> Any:
+    if "$ref" not in node:
+        return node
+    found: Any = described
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
+async def test_each_kind_publishes_the_params_schema_it_is_checked_with(web: Any) -> None:
+    async with httpx.AsyncClient(base_url=web.url) as client:
+        described = (await client.get("/openapi.json")).json()
+    for path in ("/tasks", "/schedules"):
+        kinds = submittable(described, path)
+        for declared in (agent.agent, generate.generate, trial.demo, trial.noop):
+            assert declared.params_schema is not None
+            published = _resolve(described, kinds[declared.name]["properties"]["params"])
+            assert published == declared.params_schema, declared.name
+            needs_params = "params" in kinds[declared.name]["required"]
+            assert needs_params == bool(declared.params_schema.get("required")), declared.name
+        if path == "/schedules":
+            assert "cron" in kinds["demo"]["required"]
+        # a user's kind: its local $ref now points where the schema sits in the document
+        typed = _resolve(described, kinds["test.typed"]["properties"]["params"])
+        tag = typed["properties"]["tags"]["items"]
+        assert _resolve(described, tag) == {"type": "string", "pattern": "^[a-z]+$"}
+        # a kind that declares none takes any JSON
+        assert kinds["test.echo"]["properties"]["params"].keys() == {"description"}
+    examples = described["paths"]["/tasks"]["post"]["requestBody"]["content"][
+        "application/json"]["examples"]
+    assert examples["demo"]["value"] == {"kind": "demo", "params": {"steps": 5, "delay": 0.1}}
+    assert {"agent", "generate", "demo", "noop", "test.typed"} <= set(examples)
 
 
 async def test_the_trial_kinds_are_off_unless_asked_for(make_stack: Any) -> None:
@@ -42,8 +86,7 @@ async def test_the_trial_kinds_are_off_unless_asked_for(make_stack: Any) -> None
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"] == "unknown_kind"
     described = (await stack.client.get("/openapi.json")).json()
-    kinds = described["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"][
-        "schema"]["properties"]["kind"]["enum"]
+    kinds = submittable(described)
     assert "demo" not in kinds and "noop" not in kinds and "test.echo" in kinds
 
 

@@ -1,4 +1,5 @@
-"""Job kinds: an async function registered by name, optionally fanned out into items.
+"""Job kinds: an async function registered by name, optionally fanned out into items, with its
+params optionally declared as a JSON Schema.
 
     import longtask
 
@@ -7,13 +8,30 @@
         await ctx.progress(50, "halfway")
         return {"echo": params}
 
-    @longtask.kind("thumbnails", items=lambda params: params["urls"])
+    @longtask.kind("thumbnails", items=lambda params: params["urls"], params_schema={
+        "type": "object", "required": ["urls"], "additionalProperties": False,
+        "properties": {"urls": {"type": "array", "minItems": 1, "maxItems": 500,
+                                "items": {"type": "string", "pattern": "^https?://"}}}})
     async def thumbnail(ctx: longtask.JobContext, url: str) -> dict:
         ...  # runs once per url, each its own ARQ job, on any worker
 
 A module holding kinds is named in `LONGTASK_KINDS` (comma-separated); the web process reads it
 to validate submissions, the worker to run them. Keep such modules light at import time: import
 heavy libraries inside the function.
+
+Params are declared as a JSON Schema (2020-12, the dialect of OpenAPI 3.1), a plain dict,
+rather than a pydantic model or a msgspec struct:
+- a dict is data: this module stays standard library only (the layer contract), and a kind's
+  module needs no import to declare one;
+- the very dict that checks a submission is the one published in /openapi.json (and rendered at
+  /docs), so what clients and fuzzers are told and what the server accepts cannot drift apart,
+  as they do when a schema is generated from a class whose validation coerces ("10" -> 10);
+- the handler gets the params as stored, plain JSON, on a retry or on another machine alike.
+The service checks params against it at submit (`POST /tasks`, `POST /schedules`, and each
+schedule firing) with the `jsonschema` package: a bad one is a 422 `invalid_params` that names
+the field (`params.steps`: must be at most 10000), never a task that fails later in a worker.
+A kind without a schema takes any JSON, as before. Defaults (`"default"`) are documentation: the
+handler reads `params.get("steps", 10)`.
 """
 
 from __future__ import annotations
@@ -36,7 +54,7 @@ Splitter = Callable[[Any], Iterable[Any]]
 BUILTIN_MODULES = ("longtask.kinds.ingest", "longtask.kinds.agent", "longtask.kinds.generate")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a kind is itself: compared and hashed by identity
 class Kind:
     name: str
     handler: Handler
@@ -45,6 +63,7 @@ class Kind:
     timeout: float | None = None  # soft limit for one item, in seconds
     on_cancel: Handler | None = None  # cleanup for partial output of a canceled item
     public: bool = True  # False: made by the server itself (e.g. from an upload), not POST /tasks
+    params_schema: dict[str, Any] | None = None  # JSON Schema 2020-12 of the params; None: any
 
     def split(self, params: Any) -> list[NewItem]:
         """The task's items, from its params; a bad params object is the caller's error (Unacceptable)."""
@@ -70,11 +89,15 @@ class Kind:
 
 def kind(name: str, *, items: Splitter | None = None, item_name: Callable[[Any], str] | None = None,
          timeout: float | None = None, on_cancel: Handler | None = None,
-         public: bool = True) -> Callable[[Handler], Kind]:
-    """Make a job kind of an async function; the module-level name then holds the `Kind`."""
+         public: bool = True,
+         params_schema: dict[str, Any] | None = None) -> Callable[[Handler], Kind]:
+    """Make a job kind of an async function; the module-level name then holds the `Kind`.
+    `params_schema`: the params' JSON Schema (2020-12), checked at submit and published."""
+    if params_schema is not None and not isinstance(params_schema, dict):
+        raise ConfigError(f"kind {name!r}: params_schema must be a JSON Schema (a dict)")
 
     def wrap(handler: Handler) -> Kind:
-        return Kind(name, handler, items, item_name, timeout, on_cancel, public)
+        return Kind(name, handler, items, item_name, timeout, on_cancel, public, params_schema)
 
     return wrap
 

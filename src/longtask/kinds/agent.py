@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from longtask.core.context import JobContext
-from longtask.core.errors import PermanentError, TransientError
+from longtask.core.errors import TransientError
 from longtask.core.kinds import kind
 from longtask.kinds import agent_tools as tools
 from longtask.kinds import llm
@@ -27,24 +27,32 @@ from longtask.pipeline.chat import ChatClient, ChatReply, ToolCall
 
 MAX_STEPS = 20
 MAX_DOCUMENTS = 50  # an agent run limited to some documents: at most this many
+QUESTION_CHARS = 4000
 _SYSTEM = ("You answer questions about the user's documents. Use the tools to find and read "
            "passages; do not answer from memory. When you know the answer, reply without tool "
            "calls, citing each fact as [file name, p. N] with the page it is on.")
 _CITATION = re.compile(r"\[([^\[\],]+?),\s*p+\.?\s*(\d+)(?:\s*[-–]\s*\d+)?\]")
 
 
-def _checked(params: Any) -> list[Any]:
-    """The one item, the params, checked when the task is submitted: a bad one is refused then
-    (Unacceptable), not a failed task later."""
-    try:
-        _read(params)
-    except PermanentError as exc:
-        raise ValueError(exc.message) from None
-    return [params]
+PARAMS: dict[str, Any] = {
+    "type": "object", "title": "agent", "required": ["question"], "additionalProperties": False,
+    "description": "Answers a question over the tenant's documents in steps of tool calls, "
+                   "citing [file, p. N]; without an LLM, the best passages (retrieval only).",
+    "properties": {
+        "question": {"type": "string", "minLength": 1, "maxLength": QUESTION_CHARS,
+                     "pattern": r"\S", "description": "what to answer"},
+        "document_ids": {"type": "array", "maxItems": MAX_DOCUMENTS,  # each search looks in each
+                         "items": {"type": "string", "format": "uuid"},
+                         "description": "look only in these documents (default: all of them)"},
+        "max_steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": 10,
+                      "description": "LLM calls at most"},
+        "step_timeout": {"type": "number", "minimum": 1, "maximum": 600, "default": 120,
+                         "description": "seconds one LLM call may take"}},
+    "examples": [{"question": "When is the levain ready?", "max_steps": 5}]}
 
 
-@kind("agent", items=_checked, item_name=lambda _: "agent")
-async def agent(ctx: JobContext, params: Any) -> dict[str, Any]:
+@kind("agent", params_schema=PARAMS)
+async def agent(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     question, only, max_steps, step_timeout = _read(params)
     chat = llm.chat(ctx)
     if chat is None:
@@ -137,28 +145,13 @@ def citations(answer: str, sources: list[dict[str, Any]]) -> list[dict[str, Any]
     return found
 
 
-def _read(params: Any) -> tuple[str, list[str] | None, int, float]:
-    if not isinstance(params, dict) or not isinstance(params.get("question"), str) \
-            or not params["question"].strip():
-        raise PermanentError("params need a `question`", code="invalid_params")
+def _read(params: dict[str, Any]) -> tuple[str, list[str] | None, int, float]:
+    """The params as the run uses them; PARAMS checked them at submit."""
     only = params.get("document_ids")
     if only is not None:
-        if not isinstance(only, list) or not all(isinstance(d, str) for d in only):
-            raise PermanentError("`document_ids` must be a list of ids", code="invalid_params")
-        if len(only) > MAX_DOCUMENTS:  # each search step looks in each of them
-            raise PermanentError(f"`document_ids` holds at most {MAX_DOCUMENTS} ids",
-                                 code="invalid_params")
-        try:
-            only = [str(uuid.UUID(d)) for d in only]
-        except ValueError:
-            raise PermanentError("`document_ids` must be documents' ids (UUIDs)",
-                                 code="invalid_params") from None
-    steps = params.get("max_steps", 10)
-    timeout = params.get("step_timeout", 120)
-    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise PermanentError(f"`max_steps` must be 1 to {MAX_STEPS}", code="invalid_params")
-    if not isinstance(timeout, (int, float)) or not 1 <= timeout <= 600:
-        raise PermanentError("`step_timeout` must be 1 to 600 seconds", code="invalid_params")
-    return params["question"].strip()[:4000], only, steps, float(timeout)
+        only = [str(uuid.UUID(d)) for d in only]  # one spelling, as the store has them
+    # JSON Schema's integer takes 5.0 as well: count in ints
+    return (params["question"].strip(), only, int(params.get("max_steps", 10)),
+            float(params.get("step_timeout", 120)))
 
 

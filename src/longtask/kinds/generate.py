@@ -24,23 +24,34 @@ PROMPT_CHARS = 20_000
 _SUMMARISE = "Summarise this document in 3 to 5 plain sentences:\n\n"
 
 
-def _items(params: Any) -> list[dict[str, Any]]:
-    system = params.get("system") if isinstance(params.get("system"), str) else None
-    if isinstance(params.get("prompts"), list):
-        prompts = params["prompts"]
-        if not all(isinstance(p, str) and p.strip() for p in prompts):
-            raise ValueError("`prompts` must be non-empty strings")
-        items = [{"prompt": p[:PROMPT_CHARS], "system": system} for p in prompts]
-    elif isinstance(params.get("summarise"), list):
-        items = [{"document_id": str(uuid.UUID(str(d)))} for d in params["summarise"]]
-    else:
-        raise KeyError("give `prompts` (a list of strings) or `summarise` (document ids)")
-    if len(items) > MAX_ITEMS:
-        raise ValueError(f"at most {MAX_ITEMS} items")
-    return items
+PARAMS: dict[str, Any] = {
+    "type": "object", "title": "generate", "additionalProperties": False,
+    "description": "A batch of prompts, or of documents to summarise: one item, and one LLM "
+                   "call, each. Needs an LLM (LONGTASK_LLM_URL).",
+    "properties": {
+        "prompts": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS,
+                    "items": {"type": "string", "minLength": 1, "maxLength": PROMPT_CHARS,
+                              "pattern": r"\S"},
+                    "description": "one item per prompt"},
+        "system": {"type": "string", "maxLength": PROMPT_CHARS,
+                   "description": "the system message of each prompt"},
+        "summarise": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS,
+                      "items": {"type": "string", "format": "uuid"},
+                      "description": "or: documents' ids, one summary each"}},
+    "oneOf": [{"title": "prompts", "required": ["prompts"]},
+              {"title": "summarise", "required": ["summarise"]}],
+    "examples": [{"prompts": ["A haiku about bread", "A limerick about yeast"],
+                  "system": "You are a poet."}]}
 
 
-@kind("generate", items=_items,
+def _items(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One item per prompt or per document; PARAMS checked them at submit."""
+    if "prompts" in params:
+        return [{"prompt": p, "system": params.get("system")} for p in params["prompts"]]
+    return [{"document_id": str(uuid.UUID(d))} for d in params["summarise"]]
+
+
+@kind("generate", items=_items, params_schema=PARAMS,
       item_name=lambda item: (item.get("prompt") or item.get("document_id") or "")[:80])
 async def generate(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
     if "output" in ctx.checkpoint:  # answered before a crash or retry: not asked again

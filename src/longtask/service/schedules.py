@@ -18,6 +18,7 @@ from longtask.core.models import Created
 from longtask.db import transaction
 from longtask.service import cron
 from longtask.service.deps import Deps
+from longtask.service.params import items_of
 from longtask.service.tasks import enqueue
 from longtask.store import schedules as schedule_store
 from longtask.store import tasks as task_store
@@ -69,7 +70,7 @@ async def _create(conn: Any, deps: Deps, registry: Registry,
     try:
         return await task_store.create(
             conn, tenant=schedule.tenant, kind=kind.name, params=schedule.params,
-            items=kind.split(schedule.params), idempotency_key=f"schedule:{schedule.id}:{slot}",
+            items=items_of(kind, schedule.params), idempotency_key=f"schedule:{schedule.id}:{slot}",
             request_hash=params_hash(kind.name, schedule.params), run_at=schedule.next_run_at,
             schedule_id=schedule.id, max_open=deps.settings.max_open_tasks,
             queue=deps.settings.queue_name), None

@@ -12,15 +12,17 @@ from longtask.broker.outbox import announce_cancel
 from longtask.core.kinds import Kind, params_hash
 from longtask.core.models import Created, NewItem, PendingJob, Task
 from longtask.service.deps import Deps
+from longtask.service.params import items_of
 from longtask.store import tasks as task_store
 
 
 async def submit(deps: Deps, tenant: str, kind: Kind, params: Any, *,
                  idempotency_key: str | None = None, deadline_seconds: float | None = None,
                  run_at: datetime | None = None) -> Created:
-    """A new task of `kind`, one item per payload its splitter makes; or, for an
-    Idempotency-Key used before with the same request, the task that request made."""
-    return await create(deps, tenant, kind.name, params, kind.split(params),
+    """A new task of `kind`, one item per payload its splitter makes, once the params fit the
+    kind's schema (Unacceptable otherwise); or, for an Idempotency-Key used before with the same
+    request, the task that request made."""
+    return await create(deps, tenant, kind.name, params, items_of(kind, params),
                         idempotency_key=idempotency_key, deadline_seconds=deadline_seconds,
                         run_at=run_at)
 

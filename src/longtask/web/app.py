@@ -29,12 +29,13 @@ from longtask.obs.metrics import WebMetrics, prepare_multiprocess
 from longtask.pipeline import providers
 from longtask.service.deps import Deps
 from longtask.service.outages import DEPENDENCY_ERRORS
+from longtask.service.params import check_schemas
 from longtask.store import meta
 from longtask.web import openapi, request_id
 from longtask.web.common import KeyCache
 from longtask.web.errors import domain_response, error_response
 from longtask.web.instrument import HttpMetrics
-from longtask.web.routes import dashboard, documents, ops, schedules, sockets, stream, tasks
+from longtask.web.routes import dashboard, docs, documents, ops, schedules, sockets, stream, tasks
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
     database_url, redis_url = require_services(settings)
     connection.redis_settings(redis_url)  # a bad REDIS_URL fails now, not in the lifespan
     registry = Registry.from_modules(settings.kind_modules)
+    check_schemas(registry)  # a kind's bad params_schema stops the start
     described = openapi.spec(registry)
     metrics = WebMetrics()
 
@@ -91,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
         ))
     return Starlette(
         routes=[*tasks.routes, *stream.routes, *sockets.routes, *schedules.routes,
-                *documents.routes, *ops.routes, *openapi.routes, *dashboard.routes],
+                *documents.routes, *ops.routes, *openapi.routes, *docs.routes, *dashboard.routes],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

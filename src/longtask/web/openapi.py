@@ -10,35 +10,44 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from longtask.core.kinds import Registry
+from longtask.web.params_doc import KindBodies
 from longtask.web.schemas import SCHEMAS, STATUSES, ref
 
 _ERRORS = {
     "400": "malformed request", "401": "missing or unknown key", "404": "not found (also "
-    "another tenant's)", "409": "not in a state for this", "413": "body too large",
+    "another tenant's)", "409": "not in a state for this (or an Idempotency-Key used for "
+    "another request)", "413": "body too large",
     "422": "well-formed but not acceptable", "429": "over a tenant limit; see Retry-After",
     "503": "a backing service is away or the queue is full; see Retry-After",
 }
 
 
+_DEFERRAL = {
+    "deadline_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 2_592_000},
+    "run_at": {"type": "string", "format": "date-time",
+               "description": "not before this (with a timezone; up to 30 days ahead)"},
+    "delay": {"type": "number", "minimum": 0, "maximum": 2_592_000,
+              "description": "or: not before this many seconds from now"}}
+_CRON = {"type": "string", "maxLength": 200,
+         "description": "UTC; 5 fields, or 6 with seconds first (`*/10 * * * * *`)"}
+_SUBMIT = ("`params` must fit the kind's schema (see Schema below), or the answer is a 422 "
+           "`invalid_params` naming each field that does not. The kinds of this deployment:\n\n")
+
+
 def spec(registry: Registry) -> dict[str, Any]:
-    """The whole document; `registry` gives the kinds a client may submit."""
-    kinds = [name for name in registry.names() if (k := registry.get(name)) and k.public]
+    """The whole document; `registry` gives the kinds a client may submit, each with its
+    params schema."""
+    kinds = KindBodies.of(registry)
     task_id = _path_id("task")
     document_id = _path_id("document")
     paths: dict[str, Any] = {
         "/tasks": {
-            "post": _op("Submit a task", ["400", "401", "413", "422", "429", "503"], body={
-                "type": "object", "required": ["kind"], "properties": {
-                    "kind": {"type": "string", "enum": kinds},
-                    "params": {"description": "the kind's input, any JSON"},
-                    "deadline_seconds": {"type": "number", "exclusiveMinimum": 0,
-                                         "maximum": 2_592_000},
-                    "run_at": {"type": "string", "format": "date-time", "description":
-                               "not before this (with a timezone; up to 30 days ahead)"},
-                    "delay": {"type": "number", "minimum": 0, "maximum": 2_592_000,
-                              "description": "or: not before this many seconds from now"}}},
-                ok={"202": ("accepted; it runs in the background", ref("Task"))},
-                parameters=[_header("Idempotency-Key", "a repeat returns the same task")]),
+            "post": _op("Submit a task", ["400", "401", "409", "413", "422", "429", "503"],
+                        body=kinds.body("task", _DEFERRAL, []), examples=kinds.examples(),
+                        description=_SUBMIT + kinds.described(),
+                        ok={"202": ("accepted; it runs in the background", ref("Task"))},
+                        parameters=[_header("Idempotency-Key",
+                                            "a repeat returns the same task")]),
             "get": _op("List tasks, newest first", ["400", "401", "429"], parameters=[
                 _query("status", {"type": "string", "enum": STATUSES}),
                 _query("kind", {"type": "string"}),
@@ -126,7 +135,7 @@ def spec(registry: Registry) -> dict[str, Any]:
             "info": {"title": "longtask", "version": "0.1.0",
                      "description": "Background jobs for AI-agent work, with live progress."},
             "paths": paths,
-            "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "components": {"schemas": {**SCHEMAS, **kinds.components}, "securitySchemes": {
                 "key": {"type": "http", "scheme": "bearer",
                         "description": "`longtask keys create --tenant NAME`"},
                 "metrics": {"type": "http", "scheme": "bearer",
@@ -134,7 +143,7 @@ def spec(registry: Registry) -> dict[str, Any]:
             "security": [{"key": []}]}
 
 
-def _schedule_paths(kinds: list[str]) -> dict[str, Any]:
+def _schedule_paths(kinds: KindBodies) -> dict[str, Any]:
     schedule_id = _path_id("schedule")
 
     def state_change(summary: str) -> dict[str, Any]:
@@ -143,13 +152,13 @@ def _schedule_paths(kinds: list[str]) -> dict[str, Any]:
 
     return {
         "/schedules": {
-            "post": _op("Create a recurring task", ["400", "401", "413", "422", "429"], body={
-                "type": "object", "required": ["kind", "cron"], "properties": {
-                    "kind": {"type": "string", "enum": kinds},
-                    "params": {"description": "each firing's task gets these params"},
-                    "cron": {"type": "string", "maxLength": 200, "description":
-                             "UTC; 5 fields, or 6 with seconds first (`*/10 * * * * *`)"}}},
-                ok={"201": ("created", ref("Schedule"))}),
+            "post": _op("Create a recurring task", ["400", "401", "413", "422", "429"],
+                        body=kinds.body("schedule", {"cron": _CRON}, ["cron"]),
+                        examples=kinds.examples({"cron": "0 * * * *"}),
+                        description="Each firing's task gets these params, checked now against "
+                                    "the kind's schema (422 `invalid_params`) and again at each "
+                                    "firing.",
+                        ok={"201": ("created", ref("Schedule"))}),
             "get": _op("List schedules, newest first", ["400", "401", "429"], parameters=[
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
                 _query("cursor", {"type": "string"})],
@@ -177,14 +186,20 @@ routes = [Route("/openapi.json", openapi, methods=["GET"])]
 
 def _op(summary: str, errors: list[str], *, ok: dict[str, tuple[Any, ...]],
         parameters: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
-        body_type: str = "application/json") -> dict[str, Any]:
+        body_type: str = "application/json", examples: dict[str, Any] | None = None,
+        description: str | None = None) -> dict[str, Any]:
     responses = {code: _response(*answer) for code, answer in ok.items()}
     responses.update({code: _response(_ERRORS[code], ref("Error")) for code in errors})
     op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if description:
+        op["description"] = description
     if parameters:
         op["parameters"] = parameters
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {body_type: {"schema": body}}}
+        media: dict[str, Any] = {"schema": body}
+        if examples:
+            media["examples"] = examples
+        op["requestBody"] = {"required": True, "content": {body_type: media}}
     return op
 
 

@@ -30,6 +30,7 @@ from longtask.pipeline.embed import LocalEmbedder
 from longtask.service import duties, schedules
 from longtask.service.deps import Deps
 from longtask.service.outages import DEPENDENCY_ERRORS
+from longtask.service.params import check_schemas
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
 from longtask.worker.context import Services
@@ -42,6 +43,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     """Everything `arq worker.WorkerSettings` needs, from one Settings."""
     database_url, redis_url = require_services(settings)
     registry = Registry.from_modules(settings.kind_modules)
+    check_schemas(registry)  # as the web does: a bad params_schema stops the start
     running = Running()
     metrics = WorkerMetrics()
     background: list[asyncio.Task[None]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from typing import Any
@@ -18,7 +17,7 @@ from longtask.core.errors import Invalid, TooLarge, Unacceptable
 from longtask.service import documents as documents_service
 from longtask.service.documents import Incoming
 from longtask.store import documents as doc_store
-from longtask.web.common import authenticate, int_query, refuse_nul, uuid_value
+from longtask.web.common import authenticate, int_query, refuse_nul, strict_json, uuid_value
 from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
 
 MAX_QUERY_CHARS = 2000
@@ -117,7 +116,7 @@ def _metadata(raw: Any) -> dict[str, Any]:
     if raw is None or raw == "":
         return {}
     try:
-        value = json.loads(str(raw))
+        value = strict_json(str(raw))
     except (ValueError, RecursionError):
         raise Invalid("`metadata` must be a JSON object", code="invalid_metadata") from None
     if not isinstance(value, dict):

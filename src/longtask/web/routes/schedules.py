@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from longtask.core.errors import Invalid
 from longtask.service import cron
+from longtask.service.params import items_of
 from longtask.store import schedules as schedule_store
 from longtask.store.schedules import Schedule
 from longtask.web.common import authenticate, int_query, json_body, uuid_value
@@ -26,7 +27,7 @@ async def create(request: Request) -> Response:
                       '"cron": "0 * * * *"}')
     kind = state.registry.for_submit(body.get("kind"))
     params = {} if body.get("params") is None else body["params"]
-    kind.split(params)  # the params must fit the kind now, not fail at every firing
+    items_of(kind, params)  # the params must fit the kind now, not fail at every firing
     expression = cron.validate(body.get("cron"))
     schedule = await schedule_store.create(
         state.pool, tenant=tenant, kind=kind.name, params=params, cron=expression,
