@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -30,6 +32,8 @@ from longtask.service import tasks as task_service
 from longtask.service.deps import Deps
 
 ROOT = Path(__file__).resolve().parents[1]
+# LONGTASK_WEBHOOK_SECRET for a stack with a webhook URL (a fixed one: 32 bytes in base64)
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(hashlib.sha256(b"longtask tests").digest()).decode()
 SAMPLES = samples.FOLDER  # the sample PDFs, package data (src/longtask/samples)
 T = TypeVar("T")
 METRICS_TOKEN = "metrics-token-for-tests"  # the stacks' LONGTASK_METRICS_TOKEN
@@ -194,6 +198,7 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         "LONGTASK_LEASE_SECONDS": "5",
         "LONGTASK_REAPER_SECONDS": "1",
         "LONGTASK_RETRY_DELAYS": "0.2,0.4",
+        "LONGTASK_WEBHOOK_RETRY_DELAYS": "0.2,0.4",
         "LONGTASK_WORKER_CONCURRENCY": "8",
         "LONGTASK_SSE_PING_SECONDS": "2",
         "LONGTASK_METRICS_TOKEN": METRICS_TOKEN,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -13,6 +14,7 @@ from longtask.client.calls import DEFAULT_URL
 from longtask.config import CLIENT, Computed, Settings, read, variables
 from longtask.config.__main__ import main as config_main
 from longtask.core.errors import ConfigError
+from tests.support import WEBHOOK_SECRET
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "longtask"
 
@@ -34,6 +36,8 @@ def test_defaults_and_values() -> None:
     ("LONGTASK_METRICS_PORT", "0"), ("LONGTASK_METRICS_PORT", "metrics"),
     ("LONGTASK_METRICS_PUSH_SECONDS", "0"), ("LONGTASK_METRICS_TTL", "-1"),
     ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"), ("LONGTASK_PG_FAST", "fast"),
+    ("LONGTASK_WEBHOOK_URL", "hooks.example.com"), ("LONGTASK_WEBHOOK_TIMEOUT", "0"),
+    ("LONGTASK_WEBHOOK_ATTEMPTS", "0"), ("LONGTASK_WEBHOOK_RETRY_DELAYS", "5,-1"),
 ])
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -48,6 +52,23 @@ def test_heartbeat_must_be_shorter_than_lease() -> None:
 def test_published_metrics_outlive_the_interval_they_are_published_at() -> None:
     with pytest.raises(ConfigError, match="LONGTASK_METRICS_TTL"):
         Settings.from_env({"LONGTASK_METRICS_PUSH_SECONDS": "30", "LONGTASK_METRICS_TTL": "30"})
+
+
+def test_a_webhook_url_needs_a_secret_and_no_error_shows_one() -> None:
+    with pytest.raises(ConfigError, match="LONGTASK_WEBHOOK_SECRET is not") as unset:
+        Settings.from_env({"LONGTASK_WEBHOOK_URL": "https://hooks.example.com/longtask"})
+    assert "whsec_" in str(unset.value)  # and how to make one
+    short = "whsec_" + base64.b64encode(b"too short").decode()
+    for bad in ("plain-text-secret-without-the-prefix", "whsec_!!not-base64!!", short):
+        with pytest.raises(ConfigError, match=r"LONGTASK_WEBHOOK_SECRET \(secret 2\)") as caught:
+            Settings.from_env({"LONGTASK_WEBHOOK_SECRET": f"{WEBHOOK_SECRET} {bad}"})
+        assert bad not in str(caught.value) and WEBHOOK_SECRET not in str(caught.value)
+    other = "whsec_" + base64.b64encode(bytes(range(64))).decode().rstrip("=")  # unpadded: fine
+    s = Settings.from_env({"LONGTASK_WEBHOOK_URL": "https://hooks.example.com/longtask",
+                           "LONGTASK_WEBHOOK_SECRET": f" {WEBHOOK_SECRET}  {other} ",
+                           "LONGTASK_WEBHOOK_RETRY_DELAYS": "1,2"})
+    assert s.webhook_secrets == (WEBHOOK_SECRET, other)
+    assert [s.webhook_retry_delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 2.0]
 
 
 def test_heroku_style_redis_urls() -> None:

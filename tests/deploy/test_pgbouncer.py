@@ -8,11 +8,13 @@ import asyncio
 import functools
 import os
 import sys
+from collections import deque
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
+from standardwebhooks import Webhook
 
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
@@ -22,8 +24,10 @@ from tests.deploy.pgbouncer import PgBouncer
 from tests.faults.test_worker_crash import kill_9_a_worker_five_times_during_a_batch
 from tests.jobs.test_ingest import ingest, sample_files
 from tests.jobs.test_schedules import EVERY_2S, tasks_of
+from tests.jobs.test_webhooks import Receiver, ended, hooks
 from tests.support import (
     ROOT,
+    WEBHOOK_SECRET,
     fake_providers,
     new_database,
     sse_events,
@@ -102,6 +106,20 @@ async def test_cancel_stops_a_running_task_and_retry_runs_the_failed_item_again(
     again = await wait_status(client, retried.json()["id"], {"completed", "failed"})
     assert again["retry_of"] == batch and [i["name"] for i in again["items"]] == ["bad"]
     assert again["items"][0]["error"]["code"] == "bad_item"  # it ran again, and failed again
+
+
+async def test_webhooks_go_out_from_workers_behind_the_pooler(
+        make_stack: Any, pgbouncer: PgBouncer, pool: asyncpg.Pool) -> None:
+    async with Receiver(plan=deque([500, 500])) as receiver:
+        stack = await pooled_stack(make_stack, pgbouncer, workers=2, **hooks(receiver))
+        ids = [(await stack.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+               for _ in range(6)]
+        for task_id in ids:  # each once, by one of the two workers, 500s retried
+            row = await ended(pool, task_id, "delivered")
+            taken = [h for h in receiver.of(task_id) if h.status == 204]
+            assert len(taken) == 1 and taken[0].id == row["id"]
+            Webhook(WEBHOOK_SECRET).verify(taken[0].body, taken[0].headers)
+        assert sum(1 for h in receiver.hits if h.status == 500) == 2
 
 
 async def test_a_schedule_fires(make_stack: Any, pgbouncer: PgBouncer) -> None:

@@ -70,9 +70,25 @@ class Settings:
     shutdown_grace: float = setting(
         "LONGTASK_SHUTDOWN_GRACE", parse.positive_float, 20.0,
         "on SIGTERM, running items get this long to finish; then they are handed back")
+    # webhooks
     webhook_url: str | None = setting(
         "LONGTASK_WEBHOOK_URL", parse.url, None,
-        "POSTed `{event, tenant, task}` when a task ends failed or with failed items")
+        "POSTed `task.completed`, `task.failed` or `task.canceled` when a task ends, signed "
+        "(Standard Webhooks; see Webhooks); needs `LONGTASK_WEBHOOK_SECRET`")
+    webhook_secrets: tuple[str, ...] = setting(
+        "LONGTASK_WEBHOOK_SECRET", parse.words, (),
+        help="signs webhooks: `whsec_` and 24 to 64 random bytes in base64; several, "
+             "space-separated, each sign (to rotate). Set with the URL, or nothing starts")
+    webhook_timeout: float = setting(
+        "LONGTASK_WEBHOOK_TIMEOUT", parse.positive_float, 10.0,
+        "seconds a receiver has to answer one webhook attempt")
+    webhook_retry_delays: tuple[float, ...] = setting(
+        "LONGTASK_WEBHOOK_RETRY_DELAYS", parse.delays, (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0),
+        "seconds before each retry of a webhook (±20% jitter), comma-separated; the last one "
+        "repeats")
+    webhook_attempts: int = setting(
+        "LONGTASK_WEBHOOK_ATTEMPTS", parse.positive_int, 8,
+        "attempts at one webhook; then it is marked failed, logged and counted")
     max_retries: int = setting(
         "LONGTASK_MAX_RETRIES", parse.non_negative_int, 3, "retries of transient errors")
     retry_delays: tuple[float, ...] = setting(
@@ -229,6 +245,7 @@ class Settings:
                               "LONGTASK_METRICS_PUSH_SECONDS")
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
+        _check_webhook(settings)
         return settings
 
     @property
@@ -240,6 +257,11 @@ class Settings:
     def retry_delay(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based); the last delay repeats."""
         delays = self.retry_delays or (0.0,)
+        return delays[min(attempt, len(delays)) - 1]
+
+    def webhook_retry_delay(self, attempt: int) -> float:
+        """Delay before a webhook's retry number `attempt` (1-based); the last delay repeats."""
+        delays = self.webhook_retry_delays or (0.0,)
         return delays[min(attempt, len(delays)) - 1]
 
 
@@ -254,6 +276,23 @@ def require_services(settings: Settings) -> tuple[str, str]:
                               "`longtask dev` or LONGTASK_EMBEDDED=1 start embedded ones")
     assert settings.database_url and settings.redis_url
     return settings.database_url, settings.redis_url
+
+
+def _check_webhook(settings: Settings) -> None:
+    """A webhook URL needs a secret (an unsigned webhook is one anybody can forge), and each
+    secret must be one a receiver's Standard Webhooks library reads. The messages never show a
+    secret."""
+    make_one = ("make one with: python -c \"import base64, os; "
+                "print('whsec_' + base64.b64encode(os.urandom(32)).decode())\"")
+    if settings.webhook_url and not settings.webhook_secrets:
+        raise ConfigError("LONGTASK_WEBHOOK_URL is set but LONGTASK_WEBHOOK_SECRET is not: "
+                          "webhooks are signed, and the receiver checks them with the same "
+                          f"secret; {make_one}")
+    for n, secret in enumerate(settings.webhook_secrets, 1):
+        try:
+            parse.webhook_secret(secret)
+        except ValueError as exc:
+            raise ConfigError(f"LONGTASK_WEBHOOK_SECRET (secret {n}): {exc}; {make_one}") from None
 
 
 # Read by `longtask.client`, which imports nothing server-side: declared here so that the README's

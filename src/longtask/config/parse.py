@@ -3,7 +3,11 @@ ValueError saying what it must be (the message follows `NAME='text':` in the Con
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 def port(raw: str) -> int:
@@ -96,6 +100,25 @@ def delays(raw: str) -> tuple[float, ...]:
     if not values or any(v < 0 for v in values):
         raise ValueError("must be a comma-separated list of non-negative seconds, e.g. 60,120,240")
     return values
+
+
+def words(raw: str) -> tuple[str, ...]:
+    """Values separated by spaces or commas."""
+    return tuple(part for part in re.split(r"[\s,]+", raw) if part)
+
+
+def webhook_secret(raw: str) -> bytes:
+    """The key of a Standard Webhooks secret, `whsec_` and base64. The message never quotes it."""
+    if not raw.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"must start with {WEBHOOK_SECRET_PREFIX}")
+    encoded = raw[len(WEBHOOK_SECRET_PREFIX):]
+    try:  # padding may be left off, as the Standard Webhooks libraries allow
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        raise ValueError(f"must be {WEBHOOK_SECRET_PREFIX} followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"must hold 24 to 64 bytes, not {len(key)}")
+    return key
 
 
 def log_level(raw: str) -> str:

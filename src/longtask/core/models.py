@@ -116,6 +116,19 @@ class Canceled:
     events: list[Event]  # empty when it was canceled already
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One attempt at a task-end webhook, claimed from the outbox."""
+
+    id: str  # the `webhook-id` of every attempt
+    tenant: str
+    task_id: str
+    event: str  # task.completed | task.failed | task.canceled
+    attempt: int  # this attempt's number, 1-based
+    body: str | None  # what every attempt sends; None until the first one made it
+    created_at: datetime
+
+
 def item_job_id(item_id: str, attempt: int, retake: str = "") -> str:
     """The ARQ job id of one run of an item, also kept on its row: fresh per attempt, since ARQ
     blocks a reused id while it keeps the result. `retake` tells apart a new job for the same

@@ -127,6 +127,13 @@ class WorkerMetrics:
         self._retries = Counter(
             "longtask_provider_retries", "Provider calls retried after a transient error",
             ["provider"], registry=self.registry)
+        self._webhooks = Counter(
+            "longtask_webhook_attempts",
+            "Webhook attempts, by outcome: delivered, retrying, failed (the last one, given up)",
+            ["outcome"], registry=self.registry)
+        self._webhook_seconds = Histogram(
+            "longtask_webhook_seconds", "One webhook attempt, failed ones included",
+            buckets=_CALL_BUCKETS, registry=self.registry)
 
     def item_done(self, kind: str, outcome: str, seconds: float) -> None:
         self._items.labels(kind, outcome).inc()
@@ -139,6 +146,10 @@ class WorkerMetrics:
 
     def retried(self, service: str) -> None:
         self._retries.labels(service).inc()
+
+    def webhook_attempted(self, outcome: str, seconds: float) -> None:
+        self._webhooks.labels(outcome).inc()
+        self._webhook_seconds.observe(seconds)
 
     def dump(self) -> str:
         """Every family and sample of the registry as JSON, for `published_families` in a web

@@ -27,12 +27,13 @@ from longtask.obs import logs
 from longtask.obs.metrics import WorkerMetrics
 from longtask.pipeline import providers
 from longtask.pipeline.embed import LocalEmbedder
-from longtask.service import duties, schedules
+from longtask.service import duties, schedules, webhooks
 from longtask.service.deps import Deps
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.service.params import check_schemas
 from longtask.store import files as file_store
 from longtask.store import tasks as task_store
+from longtask.store import webhooks as webhook_store
 from longtask.worker.context import Services
 from longtask.worker.runner import Running, run_item
 
@@ -76,6 +77,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         background.append(asyncio.create_task(_duty(
             services, "schedule", schedules.EVERY_SECONDS,
             lambda deps: schedules.fire_due(deps, registry))))
+        await webhooks.register(services.deps)  # with a URL, ended tasks get a webhook
+        if settings.webhook_url:  # sent by every worker, outside the job slots
+            background.append(asyncio.create_task(webhooks.deliver(services.deps, metrics)))
         if not settings.embed_url:  # the offline model: serve query embeddings, load it now
             embedder = services.resource("embedder",
                                          lambda: providers.embedder(settings, services.http))
@@ -108,11 +112,12 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             raise Retry(defer=min(2 * ctx["job_try"], 15)) from None
 
     async def purge(ctx: dict[str, Any]) -> int:
-        """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, and
-        uploads that no document refers to."""
+        """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, uploads
+        that no document refers to, and webhooks sent or given up that long ago."""
         pool = ctx["services"].pool
         return (await task_store.purge_finished(pool, settings.retention_days)
-                + await file_store.purge_orphans(pool))
+                + await file_store.purge_orphans(pool)
+                + await webhook_store.purge(pool, settings.retention_days))
 
     return {
         "functions": [func(run_item_job, name=queue.RUN_ITEM)],

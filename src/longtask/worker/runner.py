@@ -22,7 +22,6 @@ from longtask.core.status import TERMINAL
 from longtask.obs import logs
 from longtask.pipeline import http as provider_calls
 from longtask.service import items as items_service
-from longtask.service import webhooks
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.store import items as item_store
 from longtask.worker.context import RunContext, Services
@@ -216,8 +215,4 @@ async def _finish(ctx: RunContext, status: str, *, result: Any = None,
         ctx.deps, ctx.item_id, ctx.worker_id, status, result=result, error=error))
     if finished is None:
         return "abandoned: lease lost"  # another run owns the item now; it wrote nothing here
-    if finished.task_status is not None and ctx.settings.webhook_url and (
-            finished.task_status == "failed" or finished.items_failed):
-        await webhooks.task_ended(ctx.http, ctx.settings.webhook_url, ctx.pool, ctx.tenant,
-                                  ctx.task_id)
     return f"{status}: {error['code']}" if error else status
