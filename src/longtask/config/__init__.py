@@ -102,6 +102,14 @@ class Settings:
     max_queue_depth: int = setting(
         "LONGTASK_MAX_QUEUE_DEPTH", parse.positive_int, 100_000,
         "jobs waiting in the queue, all tenants; past it submits get 503 + `Retry-After`")
+    max_streams: int = setting(
+        "LONGTASK_MAX_STREAMS", parse.positive_int, 1000,
+        "event streams (SSE and WebSocket together) a tenant may have open, counted across all "
+        "web processes; past it: 429 + `Retry-After` (an `EventSource`: a `retry:` to come back)")
+    stream_rate: str = setting(
+        "LONGTASK_STREAM_RATE", parse.rates, "1000/minute",
+        "stream connects per tenant, counted apart from `LONGTASK_RATE_LIMIT` (`off`); past it "
+        "as past `LONGTASK_MAX_STREAMS`")
     # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
     llm_url: str | None = setting(
         "LONGTASK_LLM_URL", parse.url, None, shown="offline",
