@@ -194,6 +194,7 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         "LONGTASK_RETRY_DELAYS": "0.2,0.4",
         "LONGTASK_WORKER_CONCURRENCY": "8",
         "LONGTASK_SSE_PING_SECONDS": "2",
+        "LONGTASK_MIN_SCHEDULE_SECONDS": "2",  # the schedule tests fire every 2 s
         # this checkout's code, even when the venv's editable install points at another
         "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
         "LOG_LEVEL": "INFO",

@@ -125,6 +125,9 @@ CASES: dict[str, Case] = {
         [(b"files", b"a.pdf", b"%PDF-1.7"), (b"metadata", b"", b"[" * 50_000)])),
     "10,000-char file name": Case("POST", "/documents", 400, "invalid_multipart", multipart(
         [(b"files", b"x" * 10_000 + b".pdf", b"%PDF-1.7")])),  # part headers are capped at 4 KB
+    # schedules
+    "a schedule every second": Case("POST", "/schedules", 422, "cron_too_frequent", {
+        "json": {"kind": "test.echo", "cron": "* * * * * *"}}),  # the tests' minimum is 2 s
     # the rest
     "method not allowed": Case("PUT", "/tasks", 405, "method_not_allowed"),
     "unknown path": Case("GET", "/wp-admin.php", 404, "not_found"),

@@ -110,6 +110,9 @@ class Settings:
         "LONGTASK_STREAM_RATE", parse.rates, "1000/minute",
         "stream connects per tenant, counted apart from `LONGTASK_RATE_LIMIT` (`off`); past it "
         "as past `LONGTASK_MAX_STREAMS`")
+    min_schedule_seconds: int = setting(
+        "LONGTASK_MIN_SCHEDULE_SECONDS", parse.positive_int, 60,
+        "the shortest time between two firings of a schedule (422 for a cron more frequent)")
     # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
     llm_url: str | None = setting(
         "LONGTASK_LLM_URL", parse.url, None, shown="offline",
