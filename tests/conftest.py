@@ -24,7 +24,7 @@ from longtask.store import api_keys
 from tests.support import Web, Worker, cancel_open_tasks, service_env, wait_for
 
 TABLES = ("task_events", "task_items", "tasks", "api_keys", "chunks", "document_pages",
-          "documents", "file_parts", "files", "schedules")
+          "documents", "file_parts", "files", "schedules", "tenant_storage")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -110,6 +110,14 @@ class Settings:
         "LONGTASK_STREAM_RATE", parse.rates, "1000/minute",
         "stream connects per tenant, counted apart from `LONGTASK_RATE_LIMIT` (`off`); past it "
         "as past `LONGTASK_MAX_STREAMS`")
+    max_tenant_bytes: int = setting(
+        "LONGTASK_MAX_TENANT_BYTES", parse.positive_int, 10 * 1024**3,
+        "bytes of uploaded files a tenant may keep (each distinct file once); a file that does "
+        "not fit fails as `quota_exceeded`, an upload when it is full gets 429")
+    max_metadata_bytes: int = setting(
+        "LONGTASK_MAX_METADATA_BYTES", parse.positive_int, 16 * 1024,
+        "an upload's `metadata` as JSON (413 past it), and a document's after re-uploads merge "
+        "theirs in (that file fails as `metadata_too_large`)")
     min_schedule_seconds: int = setting(
         "LONGTASK_MIN_SCHEDULE_SECONDS", parse.positive_int, 60,
         "the shortest time between two firings of a schedule (422 for a cron more frequent)")
