@@ -106,6 +106,18 @@ async def test_an_event_source_refused_comes_back_and_gets_every_event(
     await client.post(f"/tasks/{waiting}/cancel")
 
 
+async def test_a_head_request_gives_its_place_back(tenant_a: Any, redis: Redis) -> None:
+    """HEAD on the stream answers the headers only: the body that would give the place back
+    never runs."""
+    task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.echo",
+                                                          "params": {"gate": "never"}})).json()["id"]
+    for _ in range(3):
+        answer = await tenant_a.client.head(f"/tasks/{task_id}/events")
+        assert answer.status_code == 200
+    await wait_for(lambda: _is(open_count(redis, "tenant-a"), 0), what="the places to free")
+    await tenant_a.client.post(f"/tasks/{task_id}/cancel")
+
+
 async def test_the_places_of_a_web_process_that_died_free_when_their_leases_run_out(
         redis: Redis, pool: asyncpg.Pool) -> None:
     dead = OpenStreams(redis, max_per_tenant=2, lease_seconds=1)  # never renews, never closes

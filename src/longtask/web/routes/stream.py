@@ -73,8 +73,12 @@ async def events(request: Request) -> Response:
         ping=state.settings.sse_ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         send_timeout=30,
-        background=BackgroundTask(lease.close),  # a HEAD request never starts the body
+        background=BackgroundTask(_close, lease),  # a HEAD request never starts the body
     )
+
+
+async def _close(lease: Lease) -> None:
+    lease.close()  # on the event loop: a plain function would run in a thread
 
 
 async def _relay(first: list[Event], feed: AsyncGenerator[list[Event], None], lease: Lease
