@@ -282,6 +282,29 @@ async def test_one_tenants_overdue_schedules_wait_behind_one_firing_of_each_othe
         await redis.aclose()
 
 
+async def test_a_schedule_more_frequent_than_the_minimum_fires_no_more_often_than_that(
+        pool: asyncpg.Pool, services: Services) -> None:
+    """One made before the rule (or under a lower minimum) thins out: after a firing its next
+    slot is the first at least LONGTASK_MIN_SCHEDULE_SECONDS after the one that fired."""
+    queue = "longtask:thinning"  # no worker of this queue runs: the test fires by hand
+    every_second = await schedule_store.create(
+        pool, tenant="tenant-a", kind="test.echo", params={}, cron="* * * * * *",
+        next_run=cron.next_after, max_per_tenant=10, queue=queue)
+    slot = await pool.fetchval("UPDATE schedules SET next_run_at = date_trunc('second', now())"
+                               " WHERE id = $1 RETURNING next_run_at", every_second.id)
+    redis = await connection.connect(services.redis.url)
+    deps = Deps.open(Settings(queue_name=queue, min_schedule_seconds=60), pool, redis)
+    try:
+        assert await schedules_service.fire_due(deps, Registry.from_modules(
+            ["tests.kinds_for_tests"])) == 1
+    finally:
+        await deps.close()
+        await redis.aclose()
+    following = await pool.fetchval("SELECT next_run_at FROM schedules WHERE id = $1",
+                                    every_second.id)
+    assert following == slot + timedelta(seconds=60)
+
+
 class _tenant_client:
     def __init__(self, stack: Any, pool: asyncpg.Pool, tenant: str) -> None:
         self.stack, self.pool, self.tenant = stack, pool, tenant
