@@ -106,6 +106,19 @@ async def test_an_event_source_refused_comes_back_and_gets_every_event(
     await client.post(f"/tasks/{waiting}/cancel")
 
 
+async def test_stream_connects_have_a_rate_of_their_own(make_stack: Any) -> None:
+    stack = await make_stack(workers=0, LONGTASK_STREAM_RATE="2/minute")
+    client = stack.client
+    task_id = (await client.post("/tasks", json={"kind": "test.echo"})).json()["id"]
+    for _ in range(2):
+        async with client.stream("GET", f"/tasks/{task_id}/events") as opened:
+            assert opened.status_code == 200
+    over = await client.get(f"/tasks/{task_id}/events")
+    assert over.status_code == 429 and over.json()["error"] == "rate_limited"
+    assert "stream connect rate" in over.json()["detail"] and int(over.headers["retry-after"]) > 0
+    assert (await client.get(f"/tasks/{task_id}")).status_code == 200  # requests go on
+
+
 async def test_a_head_request_gives_its_place_back(tenant_a: Any, redis: Redis) -> None:
     """HEAD on the stream answers the headers only: the body that would give the place back
     never runs."""
