@@ -24,7 +24,8 @@ from longtask.store import api_keys
 from tests.support import Web, Worker, cancel_open_tasks, service_env, wait_for
 
 TABLES = ("task_events", "task_items", "tasks", "api_keys", "chunks", "document_pages",
-          "documents", "file_parts", "files", "schedules", "webhook_deliveries")
+          "documents", "file_parts", "files", "schedules", "webhook_deliveries",
+          "tenant_storage")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -203,6 +203,7 @@ def service_env(database_url: str, redis_url: str, **extra: str) -> dict[str, st
         "LONGTASK_SSE_PING_SECONDS": "2",
         "LONGTASK_METRICS_TOKEN": METRICS_TOKEN,
         "LONGTASK_METRICS_REFRESH_SECONDS": "0",  # each scrape reads afresh
+        "LONGTASK_MIN_SCHEDULE_SECONDS": "2",  # the schedule tests fire every 2 s
         # this checkout's code, even when the venv's editable install points at another
         "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
         "LOG_LEVEL": "INFO",

@@ -19,10 +19,11 @@ from longtask.client.errors import (
     ConnectionFailed,
     InvalidRequest,
     NotFound,
+    RateLimited,
     Unauthorized,
     WaitTimeout,
 )
-from longtask.client.follow import Cursor
+from longtask.client.follow import RECONNECT, Cursor
 from longtask.client.models import Event
 from longtask.dev.embedded import free_port
 from tests.conftest import Tenant
@@ -301,3 +302,16 @@ def test_an_events_time_moves_from_its_data_to_at() -> None:
     older = cursor.accept(ServerSentEvent("item", '{"item":0,"status":"completed"}', "2"))
     assert older == Event(2, "item", {"item": 0, "status": "completed"})  # a server before `at`
     assert older is not None and older.at is None
+
+
+def test_a_stream_refused_over_the_tenants_limits_is_waited_out() -> None:
+    """The server's answer to a stream over the limits, as an EventSource recovers from it: a
+    `retry:`, an `error` event, the end. `follow` reconnects after `retry_after`, not sooner."""
+    cursor = Cursor("t1")
+    refusal = ServerSentEvent("error", '{"error":"too_many_streams","detail":"full",'
+                                       '"retry_after":10}', retry=12000)
+    with pytest.raises(RateLimited) as raised:
+        cursor.accept(refusal)
+    assert (raised.value.code, raised.value.retry_after) == ("too_many_streams", 10.0)
+    assert isinstance(raised.value, RECONNECT)
+    assert 5.0 <= cursor.backoff(raised.value) <= 10.0

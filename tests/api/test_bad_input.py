@@ -129,8 +129,14 @@ CASES: dict[str, Case] = {
         [(b"files", b"a.pdf", b"%PDF-1.7"), (b"metadata", b"", b"{oops")])),
     "deeply nested metadata": Case("POST", "/documents", 400, "invalid_metadata", multipart(
         [(b"files", b"a.pdf", b"%PDF-1.7"), (b"metadata", b"", b"[" * 50_000)])),
+    "20 KB of metadata": Case("POST", "/documents", 413, "metadata_too_large", multipart(
+        [(b"files", b"a.pdf", b"%PDF-1.7"),
+         (b"metadata", b"", b'{"notes": "' + b"n" * 20_000 + b'"}')])),  # copied into each file
     "10,000-char file name": Case("POST", "/documents", 400, "invalid_multipart", multipart(
         [(b"files", b"x" * 10_000 + b".pdf", b"%PDF-1.7")])),  # part headers are capped at 4 KB
+    # schedules
+    "a schedule every second": Case("POST", "/schedules", 422, "cron_too_frequent", {
+        "json": {"kind": "test.echo", "cron": "* * * * * *"}}),  # the tests' minimum is 2 s
     # the rest
     # what Postgres cannot store or compare (each answered 500 once)
     "NUL in params": Case("POST", "/tasks", 400, "invalid_input",

@@ -115,6 +115,23 @@ async def test_ping_pong_and_heartbeats(tenant_a: Tenant, web: Web, live_worker:
     await tenant_a.client.post(f"/tasks/{task_id}/cancel")
 
 
+async def test_a_socket_waiting_for_its_first_message_gets_pings(tenant_a: Tenant, web: Web,
+                                                                 live_worker: Worker) -> None:
+    """Without ?after= the socket sends no event until the client's first message, but it pings
+    from the moment it opens: a proxy would drop it otherwise."""
+    task_id = (await tenant_a.client.post("/tasks", json={
+        "kind": "test.echo", "params": {"gate": "never"}})).json()["id"]
+    async with connect(ws_url(web.url, task_id), additional_headers=auth(tenant_a)) as ws:
+        async with asyncio.timeout(10):
+            first = json.loads(await ws.recv())
+            assert first == {"type": "ping"}
+            await ws.send(json.dumps({"after": 0}))  # and then the events come
+            while "event" not in (message := json.loads(await ws.recv())):
+                assert message == {"type": "ping"}
+    assert (message["id"], message["event"]) == (1, "status")
+    await tenant_a.client.post(f"/tasks/{task_id}/cancel")
+
+
 async def test_refusals_close_with_a_code_that_says_why(tenant_a: Tenant, tenant_b: Tenant,
                                                         web: Web, live_worker: Worker) -> None:
     task_id = (await tenant_a.client.post("/tasks", json={"kind": "test.echo"})).json()["id"]

@@ -1,5 +1,6 @@
 """Recurring tasks: /schedules, and the scheduler duty that fires each slot once as a task, with
-several workers at once, and once (not once per missed slot) after downtime."""
+several workers at once, and once (not once per missed slot) after downtime; a firing passes the
+tenant's limits as a submit does, and one tenant's overdue schedules hold up nobody else's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from tests.conftest import Tenant
+from longtask.broker import connection
+from longtask.broker import keys as redis_keys
+from longtask.config import Settings
+from longtask.core.kinds import Registry
+from longtask.service import cron
+from longtask.service import schedules as schedules_service
+from longtask.service.deps import Deps
+from longtask.store import api_keys
+from longtask.store import schedules as schedule_store
+from tests.conftest import Services, Tenant
 from tests.support import Worker, wait_for, wait_status
 
 EVERY_2S = "*/2 * * * * *"  # seconds first
@@ -178,3 +188,132 @@ async def test_bad_schedules_get_a_clear_4xx(tenant_a: Tenant) -> None:
         assert (await tenant_a.client.post(f"{path}/pause")).status_code == 404
     bad_filter = await tenant_a.client.get("/tasks", params={"schedule_id": "x"})
     assert (bad_filter.status_code, bad_filter.json()["error"]) == (400, "invalid_query")
+
+
+async def test_a_cron_more_frequent_than_the_minimum_is_refused(make_stack: Any) -> None:
+    stack = await make_stack(workers=0, LONGTASK_MIN_SCHEDULE_SECONDS="60")
+    for expression in ("*/10 * * * * *", "0,30 * * * * *", "* * * * * *"):
+        answer = await stack.client.post("/schedules", json={"kind": "test.echo",
+                                                             "cron": expression})
+        assert (answer.status_code, answer.json()["error"]) == (422, "cron_too_frequent"), \
+            expression
+        assert "60 s" in answer.json()["detail"]
+    for expression in ("* * * * *", "0,1 * * * *", "0 * * * * *", "@hourly", "59 0,23 * * *"):
+        answer = await stack.client.post("/schedules", json={"kind": "test.echo",
+                                                             "cron": expression})
+        assert answer.status_code == 201, (expression, answer.text)
+
+
+async def test_a_firing_over_the_tenants_limits_is_refused_and_recorded_while_others_fire(
+        make_stack: Any, pool: asyncpg.Pool, redis: Redis) -> None:
+    """A firing passes what a submit passes. Tenant A has used up its request rate, tenant C
+    has its most open tasks: their firings make no task, and say why on the schedule, while
+    tenant B's fires; once A's rate allows again, its next slot fires."""
+    stack = await make_stack(workers=1, LONGTASK_RATE_LIMIT="4/minute",
+                             LONGTASK_MAX_OPEN_TASKS="1")
+    a = stack.client
+    for _ in range(3):
+        assert (await a.get("/tasks")).status_code == 200
+    mine = (await a.post("/schedules", json={"kind": "test.echo", "cron": EVERY_2S})).json()
+    async with _tenant_client(stack, pool, "tenant-b") as b, \
+            _tenant_client(stack, pool, "tenant-c") as c:
+        theirs = (await b.post("/schedules", json={"kind": "test.echo", "cron": EVERY_2S})).json()
+        assert (await c.post("/tasks", json={"kind": "test.echo", "delay": 3600})).status_code \
+            == 202  # pending for an hour: C's one open task
+        full = (await c.post("/schedules", json={"kind": "test.echo", "cron": EVERY_2S})).json()
+
+    async def schedules() -> dict[str, asyncpg.Record]:  # read in Postgres: a GET would count
+        rows = await pool.fetch("SELECT id::text, fired, last_error, last_run_at FROM schedules")
+        return {row["id"]: row for row in rows}
+
+    async def refused_twice_and_b_fired() -> dict[str, asyncpg.Record] | None:
+        rows = await schedules()
+        seen = refusals.setdefault(mine["id"], set())
+        if rows[mine["id"]]["last_error"] is not None:
+            seen.add(rows[mine["id"]]["last_run_at"])
+        ready = len(seen) >= 2 and rows[theirs["id"]]["fired"] >= 1 and \
+            rows[full["id"]]["last_error"] is not None
+        return rows if ready else None
+
+    refusals: dict[str, set[datetime]] = {}
+    rows = await wait_for(refused_twice_and_b_fired, timeout=15,
+                          what="A refused at two slots, C refused, B fired")
+    assert rows[mine["id"]]["fired"] == 0 and rows[mine["id"]]["last_error"]["code"] \
+        == "rate_limited"
+    assert rows[full["id"]]["fired"] == 0 and rows[full["id"]]["last_error"]["code"] \
+        == "too_many_open_tasks"
+    assert await pool.fetchval("SELECT count(*) FROM tasks WHERE schedule_id = $1",
+                               mine["id"]) == 0
+
+    # the rate's window passes (its counters go): the next slot fires, nothing was lost for good
+    async for key in redis.scan_iter(match=f"{redis_keys.RATE_LIMIT_PREFIX}*"):
+        await redis.delete(key)
+
+    async def a_fired() -> bool:
+        return bool((await schedules())[mine["id"]]["fired"] >= 1)
+
+    await wait_for(a_fired, timeout=10, what="A's schedule to fire at a later slot")
+
+
+async def test_one_tenants_overdue_schedules_wait_behind_one_firing_of_each_other_tenants(
+        pool: asyncpg.Pool, services: Services) -> None:
+    queue = "longtask:fairness"  # no worker of this queue runs: the test fires by hand
+    made = {}
+    for tenant, count, minutes_late in (("tenant-a", 5, 60), ("tenant-b", 1, 1)):
+        for _ in range(count):
+            schedule = await schedule_store.create(
+                pool, tenant=tenant, kind="test.echo", params={}, cron="0 * * * *",
+                next_run=cron.next_after, max_per_tenant=10, queue=queue)
+            await pool.execute("UPDATE schedules SET next_run_at = now() - make_interval("
+                               "mins => $2) WHERE id = $1", schedule.id, minutes_late)
+            made.setdefault(tenant, []).append(schedule.id)
+    redis = await connection.connect(services.redis.url)
+    deps = Deps.open(Settings(queue_name=queue), pool, redis)
+    registry = Registry.from_modules(["tests.kinds_for_tests"])
+    try:
+        # two firings: A's oldest, then B's (its slot is later than all of A's)
+        assert await schedules_service.fire_due(deps, registry, limit=2) == 2
+        fired = dict(await pool.fetch("SELECT tenant, sum(fired) FROM schedules GROUP BY 1"))
+        assert fired == {"tenant-a": 1, "tenant-b": 1}
+        # then the rest, in rounds, until nothing is due
+        assert await schedules_service.fire_due(deps, registry) == 4
+    finally:
+        await deps.close()
+        await redis.aclose()
+
+
+async def test_a_schedule_more_frequent_than_the_minimum_fires_no_more_often_than_that(
+        pool: asyncpg.Pool, services: Services) -> None:
+    """One made before the rule (or under a lower minimum) thins out: after a firing its next
+    slot is the first at least LONGTASK_MIN_SCHEDULE_SECONDS after the one that fired."""
+    queue = "longtask:thinning"  # no worker of this queue runs: the test fires by hand
+    every_second = await schedule_store.create(
+        pool, tenant="tenant-a", kind="test.echo", params={}, cron="* * * * * *",
+        next_run=cron.next_after, max_per_tenant=10, queue=queue)
+    slot = await pool.fetchval("UPDATE schedules SET next_run_at = date_trunc('second', now())"
+                               " WHERE id = $1 RETURNING next_run_at", every_second.id)
+    redis = await connection.connect(services.redis.url)
+    deps = Deps.open(Settings(queue_name=queue, min_schedule_seconds=60), pool, redis)
+    try:
+        assert await schedules_service.fire_due(deps, Registry.from_modules(
+            ["tests.kinds_for_tests"])) == 1
+    finally:
+        await deps.close()
+        await redis.aclose()
+    following = await pool.fetchval("SELECT next_run_at FROM schedules WHERE id = $1",
+                                    every_second.id)
+    assert following == slot + timedelta(seconds=60)
+
+
+class _tenant_client:
+    def __init__(self, stack: Any, pool: asyncpg.Pool, tenant: str) -> None:
+        self.stack, self.pool, self.tenant = stack, pool, tenant
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        key = await api_keys.create(self.pool, self.tenant, "tests")
+        self.client = httpx.AsyncClient(base_url=self.stack.web.url, timeout=30,
+                                        headers={"Authorization": f"Bearer {key}"})
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()

@@ -4,6 +4,9 @@ both answered with `Retry-After`. The per-tenant cap on open tasks lives with th
 
 Both checks here need Redis. If Redis is away they let the request through: Postgres is the
 record, and a task accepted now is enqueued by the reconciler once Redis is back.
+
+Stream connects have a rate of their own, apart from requests (`stream`), and the scheduler's
+firings pass the same checks as a submit.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Admission:
         self._max_depth = settings.max_queue_depth
         self._rates: list[RateLimitItem] = parse_many(settings.rate_limit) \
             if settings.rate_limit else []
+        self._stream_rates: list[RateLimitItem] = parse_many(settings.stream_rate) \
+            if settings.stream_rate else []
         # the shared pool (a Sentinel one too): limits types its options as scalars, but hands
         # them to redis-py as they are
         storage = RedisStorage("async+redis://", implementation="redispy",
@@ -48,17 +53,25 @@ class Admission:
 
     async def request(self, tenant: str) -> None:
         """Count one request of `tenant`; LimitReached past its rate."""
-        for rate in self._rates:
+        await self._hit(self._rates, (tenant,), "the rate limit")
+
+    async def stream(self, tenant: str) -> None:
+        """Count one stream connect of `tenant`, apart from its requests (a dashboard's watchers
+        connecting at once must not use up its request rate); LimitReached past its rate."""
+        await self._hit(self._stream_rates, ("streams", tenant), "the stream connect rate")
+
+    async def _hit(self, rates: list[RateLimitItem], who: tuple[str, ...], what: str) -> None:
+        for rate in rates:
             try:
-                allowed = await self._limiter.hit(rate, tenant)
+                allowed = await self._limiter.hit(rate, *who)
                 if allowed:
                     continue
-                reset = (await self._limiter.get_window_stats(rate, tenant)).reset_time
+                reset = (await self._limiter.get_window_stats(rate, *who)).reset_time
             except (RedisError, OSError) as exc:
-                log.warning("rate limit not checked, Redis is away: %s", exc)
+                log.warning("%s not checked, Redis is away: %s", what, exc)
                 return
             wait = max(1, math.ceil(reset - time.time()))
-            raise LimitReached(f"over the rate limit of {rate} for this tenant; "
+            raise LimitReached(f"over {what} of {rate} for this tenant; "
                                f"retry in {wait}s", code="rate_limited",
                                retry_after=wait)
 

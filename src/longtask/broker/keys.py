@@ -21,6 +21,12 @@ def task_id_from_channel(channel: str) -> str:
     return channel.rsplit(":", 1)[1]
 
 
+def open_streams(tenant: str) -> str:
+    """A tenant's open event streams: a sorted set of stream ids, each scored by the time its
+    lease runs out (the web process that holds it renews it while the stream is open)."""
+    return f"{PREFIX}:streams:{tenant}"
+
+
 def worker_key(worker_id: str) -> str:
     """A worker's heartbeat: present while the worker is alive (it expires otherwise)."""
     return f"{PREFIX}:worker:{worker_id}"

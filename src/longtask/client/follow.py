@@ -48,9 +48,13 @@ class Cursor:
         return {"Last-Event-ID": str(self.last)} if self.last else {}
 
     def accept(self, sse: ServerSentEvent) -> Event | None:
-        """The event to yield for `sse`, or None for pings, hints and repeats."""
+        """The event to yield for `sse`, or None for pings, hints and repeats. RateLimited for
+        the answer to a stream over the tenant's limits (an `error` event, then the end), which
+        `follow` waits out and reconnects after, as a browser does."""
         if sse.retry is not None:
             self.wait_hint = sse.retry / 1000
+        if sse.event == "error" and sse.data and not sse.id:
+            raise _refusal(sse.data)
         if sse.data and sse.event in models.LIVE_TYPES:
             # live text, never stored: it has no id of its own (a parser repeats the last one)
             return models.event(self.last, sse.event, json.loads(sse.data))
@@ -77,7 +81,7 @@ class Cursor:
             raise ConnectionFailed(f"the event stream kept dropping ({self.failures - 1} "
                                    f"reconnects): {exc or 'closed early'}") from exc
         delay: float = min(10.0, self.wait_hint * 2.0 ** (self.failures - 1))
-        if isinstance(exc, Unavailable) and exc.retry_after:
+        if isinstance(exc, (Unavailable, RateLimited)) and exc.retry_after:
             delay = max(delay, exc.retry_after)
         delay *= 0.5 + self._rand.random() / 2
         left = remaining(when)
@@ -88,8 +92,23 @@ class _Gap(Exception):
     pass
 
 
-# what makes `follow` reconnect rather than raise, and what `wait` outlives by polling
-RECONNECT = (httpx.TransportError, Unavailable, _Gap, SSEError)  # SSEError: not an event stream
+def _refusal(data: str) -> RateLimited:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return RateLimited(data, status=429)
+    wait = body.get("retry_after")
+    return RateLimited(body.get("detail", data), status=429,
+                       code=str(body.get("error", RateLimited.code)),
+                       retry_after=float(wait) if isinstance(wait, (int, float)) else None)
+
+
+# what makes `follow` reconnect rather than raise, and what `wait` outlives by polling;
+# RateLimited: a stream over the tenant's open-stream limit (streams end, places free)
+RECONNECT = (httpx.TransportError, Unavailable, RateLimited, _Gap,
+             SSEError)  # SSEError: not an event stream
 POLL_THROUGH = (ConnectionFailed, ServerError, RateLimited)
 
 

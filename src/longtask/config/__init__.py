@@ -123,6 +123,25 @@ class Settings:
     max_queue_depth: int = setting(
         "LONGTASK_MAX_QUEUE_DEPTH", parse.positive_int, 100_000,
         "jobs waiting in the queue, all tenants; past it submits get 503 + `Retry-After`")
+    max_streams: int = setting(
+        "LONGTASK_MAX_STREAMS", parse.positive_int, 1000,
+        "event streams (SSE and WebSocket together) a tenant may have open, counted across all "
+        "web processes; past it: 429 + `Retry-After` (an `EventSource`: a `retry:` to come back)")
+    stream_rate: str = setting(
+        "LONGTASK_STREAM_RATE", parse.rates, "1000/minute",
+        "stream connects per tenant, counted apart from `LONGTASK_RATE_LIMIT` (`off`); past it "
+        "as past `LONGTASK_MAX_STREAMS`")
+    max_tenant_bytes: int = setting(
+        "LONGTASK_MAX_TENANT_BYTES", parse.positive_int, 10 * 1024**3,
+        "bytes of uploaded files a tenant may keep (each distinct file once); a file that does "
+        "not fit fails as `quota_exceeded`, an upload when it is full gets 429")
+    max_metadata_bytes: int = setting(
+        "LONGTASK_MAX_METADATA_BYTES", parse.positive_int, 16 * 1024,
+        "an upload's `metadata` as JSON (413 past it), and a document's after re-uploads merge "
+        "theirs in (that file fails as `metadata_too_large`)")
+    min_schedule_seconds: int = setting(
+        "LONGTASK_MIN_SCHEDULE_SECONDS", parse.positive_int, 60,
+        "the shortest time between two firings of a schedule (422 for a cron more frequent)")
     # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
     llm_url: str | None = setting(
         "LONGTASK_LLM_URL", parse.url, None, shown="offline",

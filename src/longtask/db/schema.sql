@@ -258,11 +258,29 @@ CREATE TABLE files (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant        text NOT NULL,
     sha256        text,                         -- NULL while the upload is still streaming in
-    size          bigint NOT NULL DEFAULT 0,
+    size          bigint NOT NULL DEFAULT 0,    -- bytes stored so far (counted in tenant_storage)
     head          bytea NOT NULL DEFAULT '',    -- the first bytes, to judge the type by
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX files_by_hash ON files (tenant, sha256) WHERE sha256 IS NOT NULL;
+
+-- The bytes of uploaded files each tenant keeps (LONGTASK_MAX_TENANT_BYTES): added part by part
+-- as files are stored, only while they fit (store/files.py); taken off when files go.
+CREATE TABLE tenant_storage (
+    tenant  text PRIMARY KEY,
+    bytes   bigint NOT NULL DEFAULT 0
+);
+
+CREATE FUNCTION longtask_storage_freed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tenant_storage s SET bytes = greatest(0, s.bytes - g.bytes)
+    FROM (SELECT tenant, sum(size) AS bytes FROM gone GROUP BY tenant) g
+    WHERE s.tenant = g.tenant;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER files_freed AFTER DELETE ON files REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION longtask_storage_freed();
 
 CREATE TABLE file_parts (
     file_id   uuid NOT NULL REFERENCES files (id) ON DELETE CASCADE,

@@ -19,7 +19,7 @@ class Deps:
     pool: asyncpg.Pool
     redis: ArqRedis  # ARQ's pool, also a plain redis.asyncio client
     outbox: Outbox  # committed events, on their way to Redis pub/sub
-    admission: Admission | None = None  # the web's backpressure at the door (queue depth)
+    admission: Admission | None = None  # backpressure: the web's door, the scheduler's firings
 
     @classmethod
     def open(cls, settings: Settings, pool: asyncpg.Pool, redis: ArqRedis, *,

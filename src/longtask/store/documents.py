@@ -56,15 +56,20 @@ _COLUMNS = ", ".join(f.name for f in fields(Document))
 
 
 async def upsert(pool: asyncpg.Pool, tenant: str, *, sha256: str, file_id: str, filename: str,
-                 size: int, metadata: dict[str, Any]) -> str:
-    """The document for these bytes: made now, or the one made by an earlier upload."""
-    return str(await pool.fetchval(
+                 size: int, metadata: dict[str, Any], max_metadata: int) -> str | None:
+    """The document for these bytes: made now, or the one made by an earlier upload, with
+    `metadata` merged into its own (keys given now win). None, and nothing changed, if the
+    merged metadata would pass `max_metadata` bytes (as JSON text) and be larger than before."""
+    document_id = await pool.fetchval(
         "INSERT INTO documents (tenant, sha256, file_id, filename, size, metadata)"
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, sha256) DO UPDATE"
         " SET file_id = EXCLUDED.file_id, metadata = documents.metadata || EXCLUDED.metadata,"
-        " updated_at = now() RETURNING id",
-        tenant, sha256, file_id, filename, size, metadata,
-    ))
+        " updated_at = now()"
+        " WHERE octet_length((documents.metadata || EXCLUDED.metadata)::text)"
+        " <= greatest($7, octet_length(documents.metadata::text)) RETURNING id",
+        tenant, sha256, file_id, filename, size, metadata, max_metadata,
+    )
+    return None if document_id is None else str(document_id)
 
 
 async def get(pool: asyncpg.Pool, tenant: str, document_id: str) -> Document:

@@ -19,16 +19,40 @@ HEAD_BYTES = 1024
 Read = Callable[[int], Awaitable[bytes]]
 
 
+TOO_LARGE = "too_large"  # the file is over the size limit of one file
+QUOTA_EXCEEDED = "quota_exceeded"  # the tenant's files would pass its storage quota
+
+# One part stored, and counted against the tenant's quota, only if it fits ($5): one statement,
+# so uploads running at once cannot both pass the quota. No row counted means it did not fit.
+_PART = """
+WITH grow AS (
+    INSERT INTO tenant_storage AS s (tenant, bytes) SELECT $1, $4::bigint WHERE $4 <= $5::bigint
+    ON CONFLICT (tenant) DO UPDATE SET bytes = s.bytes + EXCLUDED.bytes
+        WHERE s.bytes + EXCLUDED.bytes <= $5::bigint
+    RETURNING 1
+), part AS (
+    INSERT INTO file_parts (file_id, n, data) SELECT $2, $3, $6 FROM grow
+), sized AS (
+    UPDATE files SET size = size + $4 WHERE id = $2 AND EXISTS (SELECT 1 FROM grow)
+)
+SELECT count(*) FROM grow
+"""
+
+
 @dataclass(frozen=True)
 class StoredFile:
-    id: str | None  # None when the file was over the size limit and not kept
+    id: str | None  # None when the file was not kept: `refused` says why
     sha256: str
     size: int
     head: bytes
+    refused: str | None = None  # TOO_LARGE or QUOTA_EXCEEDED
 
 
-async def write(pool: asyncpg.Pool, tenant: str, read: Read, max_bytes: int) -> StoredFile:
-    """Copy a stream into Postgres; the same bytes uploaded before are kept once."""
+async def write(pool: asyncpg.Pool, tenant: str, read: Read, max_bytes: int,
+                quota: int) -> StoredFile:
+    """Copy a stream into Postgres; the same bytes uploaded before are kept once. Not kept if
+    it is over `max_bytes`, or if the tenant's files would pass `quota` bytes with it (its
+    bytes count while it is stored, a duplicate's too, until it is found to be one)."""
     digest = hashlib.sha256()
     size, head, n = 0, b"", 0
     file_id = str(await pool.fetchval("INSERT INTO files (tenant) VALUES ($1) RETURNING id",
@@ -43,9 +67,10 @@ async def write(pool: asyncpg.Pool, tenant: str, read: Read, max_bytes: int) -> 
                 while more := await read(PART_BYTES):  # read on, keep nothing
                     size += len(more)
                 await _discard(pool, file_id)
-                return StoredFile(None, "", size, head)
-            await pool.execute("INSERT INTO file_parts (file_id, n, data) VALUES ($1, $2, $3)",
-                               file_id, n, part)
+                return StoredFile(None, "", size, head, TOO_LARGE)
+            if not await pool.fetchval(_PART, tenant, file_id, n, len(part), quota, part):
+                await _discard(pool, file_id)
+                return StoredFile(None, "", size, head, QUOTA_EXCEEDED)
             n += 1
         sha = digest.hexdigest()
         try:
@@ -77,6 +102,12 @@ async def copy_to(pool: asyncpg.Pool, tenant: str, file_id: str, path: Path) -> 
             out.write(data)
             size += len(data)
             n += 1
+
+
+async def stored_bytes(pool: asyncpg.Pool, tenant: str) -> int:
+    """The bytes of the tenant's files, as counted against its quota."""
+    stored = await pool.fetchval("SELECT bytes FROM tenant_storage WHERE tenant = $1", tenant)
+    return int(stored or 0)
 
 
 async def head(pool: asyncpg.Pool, tenant: str, file_id: str) -> bytes | None:

@@ -3,7 +3,7 @@ claim of a due schedule (FOR UPDATE SKIP LOCKED) and its advance past the slot i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -104,13 +104,15 @@ async def delete(pool: asyncpg.Pool, tenant: str, ident: str) -> None:
         raise NotFound(f"no schedule {ident}")
 
 
-async def claim_due(conn: Conn,
-                    queue: str) -> tuple[Schedule, datetime] | None:
-    """A schedule of `queue` whose slot has come, locked for this transaction (another scheduler
-    skips it), and the transaction's time; None if none is due."""
+async def claim_due(conn: Conn, queue: str,
+                    skip: Collection[str] = ()) -> tuple[Schedule, datetime] | None:
+    """The schedule of `queue` whose slot came first, of a tenant not in `skip`, locked for
+    this transaction (another scheduler skips it), and the transaction's time; None if none is
+    due."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS}, now() AS now FROM schedules WHERE queue = $1 AND NOT paused"
-        " AND next_run_at <= now() ORDER BY next_run_at LIMIT 1 FOR UPDATE SKIP LOCKED", queue)
+        " AND next_run_at <= now() AND tenant <> ALL($2::text[])"
+        " ORDER BY next_run_at LIMIT 1 FOR UPDATE SKIP LOCKED", queue, list(skip))
     return (_schedule(row), row["now"]) if row else None
 
 

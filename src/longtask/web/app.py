@@ -21,6 +21,7 @@ from longtask.broker import connection
 from longtask.broker.admission import Admission
 from longtask.broker.embed_rpc import RemoteEmbedder
 from longtask.broker.hub import Hub
+from longtask.broker.streams import OpenStreams
 from longtask.config import Settings, require_services
 from longtask.core.errors import DomainError, Unavailable
 from longtask.core.kinds import Registry
@@ -62,6 +63,8 @@ def create_app(settings: Settings) -> Starlette:
         query_embedder = (providers.embedder(settings, http) if settings.embed_url
                           else RemoteEmbedder(arq, settings.embed_model))
         admission = Admission(settings, arq)
+        streams = OpenStreams(arq, settings.max_streams)
+        await streams.start()
         deps = Deps.open(settings, pool, arq, admission=admission)
         try:
             yield {
@@ -70,9 +73,10 @@ def create_app(settings: Settings) -> Starlette:
                 "admission": admission, "openapi": described,
                 "query_embedder": query_embedder, "metrics": metrics,
                 "figures": ops.Figures(settings.metrics_refresh_seconds),
-                "deps": deps,
+                "deps": deps, "streams": streams,
             }
         finally:
+            await streams.stop()
             await deps.close()
             await http.aclose()
             await hub.stop()

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from starlette.requests import HTTPConnection, Request
 
+from longtask.broker.streams import Lease
 from longtask.core import tokens
 from longtask.core.errors import Invalid, NotFound, TooLarge, Unauthenticated
 from longtask.store import api_keys
@@ -39,29 +40,33 @@ class KeyCache:
 
 async def authenticate(request: HTTPConnection) -> str:
     """The tenant of the request's `Authorization: Bearer <key>`, counted against its rate."""
-    key = _bearer(request)
-    if key is None:
-        raise Unauthenticated("send `Authorization: Bearer <key>`; make a key with "
-                              "`longtask keys create --tenant NAME`", code="missing_key")
-    tenant = await request.state.keys.tenant(key)
-    if tenant is None:
-        raise Unauthenticated("this API key is unknown or revoked", code="invalid_key")
+    tenant = await _key_tenant(request)
     await request.state.admission.request(tenant)
-    return str(tenant)
+    return tenant
 
 
 async def authenticate_stream(request: HTTPConnection, task_id: str) -> str:
     """A Bearer key, or a stream token for this very task (browsers' EventSource and
-    WebSocket, which cannot send headers)."""
+    WebSocket, which cannot send headers). Not counted against the request rate: a stream
+    holds a lease instead (`open_stream`)."""
     token = request.query_params.get("token")
     if token is None or _bearer(request) is not None:
-        return await authenticate(request)
+        return await _key_tenant(request)
     tenant = tokens.verify(request.state.secret, token, task_id)
     if tenant is None:
         raise Unauthenticated("this stream token is invalid, expired or for another task",
                               code="invalid_token")
-    await request.state.admission.request(tenant)
     return tenant
+
+
+async def open_stream(request: HTTPConnection, tenant: str) -> Lease:
+    """One more open stream of `tenant`: its connect counted against the stream connect rate,
+    and a lease on one of its LONGTASK_MAX_STREAMS places. LimitReached past either; close
+    the lease when the stream ends."""
+    state = request.state
+    await state.admission.stream(tenant)
+    lease: Lease = await state.streams.open(tenant)
+    return lease
 
 
 def task_id(request: HTTPConnection) -> str:
@@ -151,6 +156,17 @@ def int_query(request: Request, name: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise Invalid(f"`{name}` must be between {low} and {high}", code="invalid_query")
     return value
+
+
+async def _key_tenant(request: HTTPConnection) -> str:
+    key = _bearer(request)
+    if key is None:
+        raise Unauthenticated("send `Authorization: Bearer <key>`; make a key with "
+                              "`longtask keys create --tenant NAME`", code="missing_key")
+    tenant = await request.state.keys.tenant(key)
+    if tenant is None:
+        raise Unauthenticated("this API key is unknown or revoked", code="invalid_key")
+    return str(tenant)
 
 
 def _bearer(request: HTTPConnection) -> str | None:

@@ -3,9 +3,12 @@ nowhere else. Every error answer is `{"error": code, "detail": ...}`."""
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from typing import Any
 
+from sse_starlette import ServerSentEvent
 from starlette.responses import JSONResponse, Response
 
 from longtask.core.errors import (
@@ -53,3 +56,16 @@ def error_response(status: int, code: str, detail: Any,
 
 def domain_response(exc: DomainError) -> Response:
     return error_response(status_of(exc), exc.code, exc.detail, headers_of(exc))
+
+
+def come_back_later(exc: DomainError) -> Response:
+    """A refused event stream, as a browser's `EventSource` recovers from it: it gives up for
+    good on any answer but 200, so 200 with a `retry:` (the wait, in ms, jittered so that a
+    crowd refused at once does not come back at once), one `error` event with the usual body,
+    and the end of the stream, after which it reconnects by itself."""
+    wait = max(1.0, exc.retry_after or 1.0)
+    body = {"error": exc.code, "detail": exc.detail, "retry_after": math.ceil(wait)}
+    frame = ServerSentEvent(data=json.dumps(body, separators=(",", ":")), event="error",
+                            retry=int(wait * 1000 * random.uniform(0.75, 1.5))).encode()
+    return Response(frame, media_type="text/event-stream", headers={
+        "Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers_of(exc)})

@@ -77,7 +77,9 @@ def spec(registry: Registry) -> dict[str, Any]:
             "Server-Sent Events: the history after Last-Event-ID (or `after`), then live; "
             "`id:` is the event's sequence number, and `data` (JSON) has `at`, the time it was "
             "stored (UTC, e.g. 2026-11-30T16:04:05.123456Z); closes after the task's end. The "
-            "same events come over a WebSocket at /tasks/{id}/ws (see the README)",
+            "same events come over a WebSocket at /tasks/{id}/ws (see the README). Over the "
+            "tenant's open-stream limit: 429, or, when the request accepts text/event-stream "
+            "(EventSource), 200 with `retry:`, an `error` event and the end of the stream",
             ["400", "401", "404", "429"], parameters=[
                 task_id, _query("after", {"type": "integer", "minimum": 0}),
                 _query("token", {"type": "string"}),

@@ -102,7 +102,9 @@ SCHEMAS: dict[str, Any] = {
     "Stats": {"type": "object", "required": ["tasks", "queue_depth", "workers_alive"],
               "properties": {"tasks": {"type": "object"}, "queue_depth": {"type": "integer"},
                              "workers_alive": {"type": "integer"},
-                             "open_streams": {"type": "integer"}}},
+                             "open_streams": {"type": "integer"},
+                             "storage": {"type": "object", "properties": {
+                                 "bytes": {"type": "integer"}, "quota": {"type": "integer"}}}}},
     "Health": {"type": "object", "required": ["status"],
                "properties": {"status": {"type": "string"}}},
     "Ready": {"type": "object", "required": ["status", "checks"], "properties": {

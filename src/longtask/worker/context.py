@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from arq import ArqRedis
 
+from longtask.broker.admission import Admission
 from longtask.broker.outbox import Outbox
 from longtask.config import Settings
 from longtask.core.errors import JobCanceled
@@ -48,7 +49,9 @@ class Services:
     deps: Deps = field(init=False)  # what the service's use cases run against
 
     def __post_init__(self) -> None:
-        self.deps = Deps.open(self.settings, self.pool, self.redis)
+        # the scheduler's firings pass the same admission as a submit
+        self.deps = Deps.open(self.settings, self.pool, self.redis,
+                              admission=Admission(self.settings, self.redis))
         self.outbox = self.deps.outbox
         self.progress = ProgressWriter(self.pool, self.outbox)
 

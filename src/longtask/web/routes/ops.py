@@ -17,6 +17,7 @@ from longtask.broker import admission, published
 from longtask.broker import keys as redis_keys
 from longtask.core.errors import NotFound, Unauthenticated
 from longtask.obs.metrics import CONTENT_TYPE, Snapshot
+from longtask.store import files as file_store
 from longtask.store import tasks as task_store
 from longtask.web.common import authenticate
 
@@ -58,6 +59,8 @@ async def stats(request: Request) -> Response:
         "queue_depth": await admission.depth(state.arq, state.settings.queue_name),
         "workers_alive": await _workers_alive(state.arq),
         "open_streams": state.hub.listeners,
+        "storage": {"bytes": await file_store.stored_bytes(state.pool, tenant),
+                    "quota": state.settings.max_tenant_bytes},
     })
 
 

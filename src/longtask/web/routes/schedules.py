@@ -28,7 +28,7 @@ async def create(request: Request) -> Response:
     kind = state.registry.for_submit(body.get("kind"))
     params = {} if body.get("params") is None else body["params"]
     items_of(kind, params)  # the params must fit the kind now, not fail at every firing
-    expression = cron.validate(body.get("cron"))
+    expression = cron.validate(body.get("cron"), state.settings.min_schedule_seconds)
     schedule = await schedule_store.create(
         state.pool, tenant=tenant, kind=kind.name, params=params, cron=expression,
         next_run=cron.next_after, max_per_tenant=state.settings.max_schedules,

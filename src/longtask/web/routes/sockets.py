@@ -12,11 +12,14 @@ The client may send:
     {"action": "cancel"}  cancels the task (as POST /tasks/{id}/cancel), answered
                           {"type": "canceled", "task": {...}} or {"type": "error", ...}
 
-Without ?after= the server sends nothing until that first message, so a client that resumes never
-gets an event twice. Close codes say why: 1000 the task ended and every event was sent; 4400 a
-bad request; 4401 unauthorised; 4404 no such task (another tenant's too); 4429 over the rate
-limit; 1013 Postgres or Redis is away (try again later); 1012 the server is restarting (uvicorn
-sends it on shutdown). Authentication runs before the handshake is accepted, so nothing about a
+Without ?after= the server sends no event until that first message, so a client that resumes
+never gets an event twice; pings go out from the moment the socket is accepted all the same.
+A socket holds one of its tenant's LONGTASK_MAX_STREAMS places while it is open, and its connect
+counts against LONGTASK_STREAM_RATE (not the request rate; a cancel sent over it does). Close
+codes say why: 1000 the task ended and every event was sent; 4400 a bad request; 4401
+unauthorised; 4404 no such task (another tenant's too); 4429 over the stream limit or rate
+(reconnect after the error message's `retry_after` seconds); 1013 Postgres or Redis is away (try
+again later); 1012 the server is restarting (uvicorn sends it on shutdown). Authentication runs before the handshake is accepted, so nothing about a
 task goes out unless it passes; a refused socket is accepted only to carry its close code (and an
 `{"type": "error", ...}` message), which a browser could not see in a rejected handshake.
 """
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from contextlib import aclosing
 from typing import Any
 
@@ -38,7 +42,7 @@ from longtask.service import tasks as tasks_service
 from longtask.service.outages import DEPENDENCY_ERRORS
 from longtask.service.streams import replay_then_tail
 from longtask.store import tasks as task_store
-from longtask.web.common import authenticate_stream, task_id
+from longtask.web.common import authenticate_stream, open_stream, task_id
 from longtask.web.errors import status_of
 from longtask.web.routes.stream import MAX_SEQ, resume_point
 from longtask.web.routes.tasks import task_body
@@ -52,11 +56,26 @@ _DISCONNECTED = (WebSocketDisconnect, OSError, RuntimeError)  # a send on a sock
 
 
 async def socket(websocket: WebSocket) -> None:
-    """Authenticate, accept, replay from `after`, then relay live events until the task ends."""
-    state = websocket.state
+    """Authenticate, take a stream lease, accept, replay from `after`, then relay live events
+    until the task ends; pings from the moment the socket is accepted."""
     try:
         ident = task_id(websocket)
         tenant = await authenticate_stream(websocket, ident)
+        lease = await open_stream(websocket, tenant)
+    except DomainError as exc:
+        return await _refuse(websocket, 4000 + status_of(exc), exc.code, exc.detail,
+                             exc.retry_after)
+    except DEPENDENCY_ERRORS:
+        return await _refuse(websocket, TRY_LATER, "unavailable", "Postgres or Redis is away")
+    try:
+        await _serve(websocket, tenant, ident)
+    finally:
+        lease.close()
+
+
+async def _serve(websocket: WebSocket, tenant: str, ident: str) -> None:
+    state = websocket.state
+    try:
         task = await task_store.get(state.pool, tenant, ident)
         resumed = "after" in websocket.query_params or "last-event-id" in websocket.headers
         after = resume_point(websocket) if resumed else None
@@ -66,19 +85,25 @@ async def socket(websocket: WebSocket) -> None:
         return await _refuse(websocket, TRY_LATER, "unavailable", "Postgres or Redis is away")
     await websocket.accept()
     session = _Session(websocket, state, tenant, ident)
-    if after is None:
-        first = await session.receive()
-        if first is None:
-            return
-        try:
-            after = _after(first)
-        except Invalid as exc:
-            return await session.close(4400, exc.code, exc.detail)
-        if "after" not in first:
-            await session.handle(first)
-    if task.terminal and after >= task.last_seq:
-        return await session.close(ENDED, "task ended")
-    await session.run(after)
+    # from now on, also while waiting for the first message: proxies drop quiet connections
+    heartbeat = asyncio.create_task(session.heartbeat())
+    try:
+        if after is None:
+            first = await session.receive()
+            if first is None:
+                return
+            try:
+                after = _after(first)
+            except Invalid as exc:
+                return await session.close(4400, exc.code, exc.detail)
+            if "after" not in first:
+                await session.handle(first)
+        if task.terminal and after >= task.last_seq:
+            return await session.close(ENDED, "task ended")
+        await session.run(after, heartbeat)
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
 
 
 class _Session:
@@ -89,9 +114,9 @@ class _Session:
         self._sending = asyncio.Lock()
         self._handling: asyncio.Task[None] | None = None  # a client action being answered
 
-    async def run(self, after: int) -> None:
+    async def run(self, after: int, heartbeat: asyncio.Task[None]) -> None:
         relay = asyncio.create_task(self._relay(after))
-        others = {asyncio.create_task(self._heartbeat()), asyncio.create_task(self._listen())}
+        others = {heartbeat, asyncio.create_task(self._listen())}
         try:
             await asyncio.wait({relay, *others}, return_when=asyncio.FIRST_COMPLETED)
             if relay.done() and self._handling is not None:
@@ -155,10 +180,14 @@ class _Session:
                                     "detail": "Postgres or Redis is away; try again"})
         await self.send({"type": "canceled", "task": task_body(task)})
 
-    async def close(self, code: int, reason: str, detail: Any = None) -> None:
+    async def close(self, code: int, reason: str, detail: Any = None,
+                    retry_after: float | None = None) -> None:
         with contextlib.suppress(*_DISCONNECTED):
             if detail is not None:
-                await self.send({"type": "error", "error": reason, "detail": detail})
+                message = {"type": "error", "error": reason, "detail": detail}
+                if retry_after is not None:
+                    message["retry_after"] = max(1, math.ceil(retry_after))
+                await self.send(message)
             await self.websocket.close(code, reason[:120])
 
     async def _relay(self, after: int) -> None:
@@ -169,7 +198,7 @@ class _Session:
                     await self.send({"id": event.seq or None, "event": event.type,
                                      "data": event.data, "at": event.at_text})  # live text: no id
 
-    async def _heartbeat(self) -> None:
+    async def heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.state.settings.sse_ping_seconds)
             await self.send({"type": "ping"})
@@ -188,9 +217,10 @@ def _after(message: dict[str, Any]) -> int:
     return value
 
 
-async def _refuse(websocket: WebSocket, code: int, reason: str, detail: Any) -> None:
+async def _refuse(websocket: WebSocket, code: int, reason: str, detail: Any,
+                  retry_after: float | None = None) -> None:
     await websocket.accept()
-    await _Session(websocket, websocket.state, "", "").close(code, reason, detail)
+    await _Session(websocket, websocket.state, "", "").close(code, reason, detail, retry_after)
 
 
 routes = [WebSocketRoute("/tasks/{id}/ws", socket)]
