@@ -50,6 +50,12 @@ def test_published_metrics_outlive_the_interval_they_are_published_at() -> None:
         Settings.from_env({"LONGTASK_METRICS_PUSH_SECONDS": "30", "LONGTASK_METRICS_TTL": "30"})
 
 
+def test_a_parser_process_gets_enough_memory_to_start() -> None:
+    with pytest.raises(ConfigError, match="LONGTASK_PARSE_MEMORY_MB"):
+        Settings.from_env({"LONGTASK_PARSE_MEMORY_MB": "100"})
+    assert Settings.from_env({"LONGTASK_PARSE_MEMORY_MB": "256"}).parse_memory_mb == 256
+
+
 def test_heroku_style_redis_urls() -> None:
     tls = redis_settings("rediss://:secret@example.com:6380")
     assert (tls.ssl, tls.ssl_cert_reqs, tls.port, tls.password) == (True, "none", 6380, "secret")
