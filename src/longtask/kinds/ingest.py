@@ -10,6 +10,7 @@ not redone.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from pathlib import Path
@@ -77,7 +78,10 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
     if sum(len(t.strip()) for t in texts) < MIN_TEXT_CHARS:
         raise PermanentError("no extractable text (a scanned document without a text layer?)",
                              code="empty")
-    chunks = chunk_pages(texts, ctx.settings.chunk_tokens, ctx.settings.chunk_overlap)
+    # CPU work on up to LONGTASK_MAX_DOCUMENT_CHARS of text: off the event loop, so heartbeats
+    # keep the lease meanwhile (the summariser's own work is off it too)
+    chunks = await asyncio.to_thread(chunk_pages, texts, ctx.settings.chunk_tokens,
+                                     ctx.settings.chunk_overlap)
     await ctx.progress(42, f"{len(chunks)} chunks", stage="chunk", file=name,
                        pages=pages_total, pages_total=pages_total, chunks=0,
                        chunks_total=len(chunks))
