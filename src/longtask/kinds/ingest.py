@@ -111,9 +111,9 @@ async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
     """Probe and extract the pages in batches (in parser processes); resumes after a batch.
     The file's parse time and text so far are checkpointed with its pages, so its limits count
     every run of the item, not each one afresh; a re-run after the parse does not parse again."""
-    if "page_count" in ctx.checkpoint and ctx.checkpoint.get("parsed") == ctx.checkpoint[
-            "page_count"]:
-        return int(ctx.checkpoint["page_count"]), str(ctx.checkpoint.get("title", ""))
+    saved = ctx.checkpoint
+    if saved.get("page_count") and saved.get("parsed") == saved["page_count"]:
+        return int(saved["page_count"]), str(saved.get("title", ""))
     settings = ctx.settings
     parser: PdfParser = ctx.resource("pdf_parser", lambda: PdfParser(
         settings.parse_processes, timeout=settings.parse_timeout,
