@@ -95,7 +95,7 @@ async def test_the_time_limit_is_per_file_across_its_batches(tmp_path: Path,
             await parser.pages(slow, first, first + 19, usage)
             batches += 1
     assert failed.value.code == "timeout" and usage.seconds >= 8
-    assert 2 <= batches < 100
+    assert 1 <= batches < 100  # it failed part-way, after whole batches went through
 
 
 async def test_the_time_limit_counts_what_earlier_runs_spent(tmp_path: Path,
