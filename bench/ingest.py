@@ -23,7 +23,7 @@ from pathlib import Path
 from bench._report import Report, cli
 from bench._stack import Stack, descendants, proc_status
 from longtask.pipeline.chunk import chunk_pages
-from longtask.pipeline.pdf import PdfParser
+from longtask.pipeline.pdf import ParseUsage, PdfParser
 from longtask.samples import FOLDER as SAMPLES
 from longtask.testing import pdfs
 
@@ -38,14 +38,15 @@ def corpus(pages: int, docs: int) -> list[tuple[str, bytes]]:
 async def parse_only(paths: list[str], processes: int) -> tuple[int, float, list[list[str]]]:
     parser = PdfParser(processes)
     try:
-        await parser.probe(paths[0], 10_000)  # start the processes outside the timing
+        await parser.probe(paths[0], 10_000, ParseUsage())  # start the processes untimed
         started = time.perf_counter()
 
         async def one(path: str) -> list[str]:
-            info = await parser.probe(path, 10_000)
+            usage = ParseUsage()
+            info = await parser.probe(path, 10_000, usage)
             texts: list[str] = []
             for first in range(1, info.pages + 1, 20):
-                texts += await parser.pages(path, first, min(first + 19, info.pages))
+                texts += await parser.pages(path, first, min(first + 19, info.pages), usage)
             return texts
 
         texts = await asyncio.gather(*(one(p) for p in paths))

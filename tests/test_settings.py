@@ -71,6 +71,12 @@ def test_a_webhook_url_needs_a_secret_and_no_error_shows_one() -> None:
     assert [s.webhook_retry_delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 2.0]
 
 
+def test_a_parser_process_gets_enough_memory_to_start() -> None:
+    with pytest.raises(ConfigError, match="LONGTASK_PARSE_MEMORY_MB"):
+        Settings.from_env({"LONGTASK_PARSE_MEMORY_MB": "100"})
+    assert Settings.from_env({"LONGTASK_PARSE_MEMORY_MB": "256"}).parse_memory_mb == 256
+
+
 def test_heroku_style_redis_urls() -> None:
     tls = redis_settings("rediss://:secret@example.com:6380")
     assert (tls.ssl, tls.ssl_cert_reqs, tls.port, tls.password) == (True, "none", 6380, "secret")

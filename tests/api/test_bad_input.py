@@ -230,7 +230,7 @@ FILES: dict[bytes, tuple[Callable[[], bytes], str]] = {
     b"scanned.pdf": (pdfs.scanned_pdf, "empty"),
     b"absurd-page-count.pdf": (pdfs.absurd_page_count_pdf, "corrupt"),
     b"sixty-pages.pdf": (lambda: pdfs.many_pages_pdf(60, words_per_page=20), "too_many_pages"),
-    b"bomb.pdf": (lambda: pdfs.bomb_pdf(800_000), "timeout"),  # ~5 s to parse; the limit is 3
+    b"bomb.pdf": (lambda: pdfs.form_bomb_pdf(7), "timeout"),  # ~50 s to parse; the limit is 3
     b"../../etc/passwd": (lambda: _good(pdfs.SAMPLES[1]), "indexed"),
     b"x" * 1_000 + b".pdf": (lambda: _good(pdfs.SAMPLES[2]), "indexed"),  # cut to 200
     b"caf\xe9-latin1-\xff.pdf": (lambda: _good(pdfs.SAMPLES[3]), "indexed"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from longtask.core.errors import PermanentError
 from longtask.pipeline.chat import ChatClient
 from longtask.pipeline.embed import HttpEmbedder
-from longtask.pipeline.llm import ChatSummariser, extractive_summary
+from longtask.pipeline.llm import ChatSummariser, ExtractiveSummariser, extractive_summary
 from longtask.testing.fake_openai import CHAT, FakeOpenAI
 
 TEXT = " ".join(f"word{i}" for i in range(60))
@@ -99,6 +100,18 @@ def test_extractive_summary_picks_representative_sentences() -> None:
             "My cat likes naps in the sun. Water from rivers evaporates and returns as rain.")
     summary = extractive_summary(text, 2)
     assert "cat" not in summary and summary.count(".") == 2
+
+
+async def test_the_extractive_summary_leaves_the_event_loop_free() -> None:
+    """Seconds of regex work on a long document run in a thread: heartbeats go on meanwhile."""
+    text = "The quick brown fox jumps over the lazy dog near the river bank. " * 150_000
+    summarising = asyncio.create_task(ExtractiveSummariser().summarise(text))
+    turns = 0
+    while not summarising.done():  # the loop keeps turning while the summary is worked out
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns > 1  # on the loop itself, it would be done in the task's first step
+    assert (await summarising).method == "extractive"
 
 
 async def test_tool_calls_stream_back_whole(server: FakeOpenAI, http: httpx.AsyncClient) -> None:

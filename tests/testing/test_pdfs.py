@@ -45,3 +45,15 @@ def test_many_pages() -> None:
         assert doc.page_count == 300
         assert doc[299].get_text().startswith("Page 300.")
     assert pdfs.many_pages_pdf(3, seed=1) != pdfs.many_pages_pdf(3, seed=2)
+
+
+def test_the_bombs_are_small_files_with_much_inside() -> None:
+    text_bomb = pdfs.text_bomb_pdf()
+    assert len(text_bomb) < 400_000
+    with _open(text_bomb) as doc:
+        assert doc.page_count == 2000
+        assert 190_000 <= len(doc[1999].get_text()) <= 200_000
+    assert len(pdfs.form_bomb_pdf(8)) < 4000
+    with _open(pdfs.form_bomb_pdf(2, pages=3)) as doc:  # 100 rectangles a page, and no text
+        assert doc.page_count == 3
+        assert all(len(page.get_drawings()) == 100 and not page.get_text() for page in doc)

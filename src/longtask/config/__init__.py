@@ -24,6 +24,7 @@ __all__ = ["CLIENT", "DEFAULT_QUEUE", "Computed", "Settings", "Var", "markdown",
 
 DEFAULT_QUEUE = "longtask:queue"
 TRIAL_KINDS = "longtask.kinds.trial"  # demo and noop, for trying things out
+MIN_PARSE_MEMORY_MB = 256
 
 
 def _cores_up_to_4() -> int:
@@ -188,9 +189,18 @@ class Settings:
         Computed(_cores_up_to_4, "cores, at most 4"),
         "PyMuPDF parser processes per worker")
     parse_timeout: float = setting(
-        "LONGTASK_PARSE_TIMEOUT", parse.positive_float, 120.0,
-        "seconds for one batch of pages; past it the parser is killed and the file fails as "
-        "`timeout` (decompression bombs)")
+        "LONGTASK_PARSE_TIMEOUT", parse.positive_float, 300.0,
+        "seconds of parsing per file, all its pages (and re-runs) together; past it the one "
+        "parser process on that file is killed and the file fails as `timeout` (decompression "
+        "bombs); other files go on")
+    parse_memory_mb: int = setting(
+        "LONGTASK_PARSE_MEMORY_MB", parse.positive_int, 1024,
+        "memory of each parser process, MB (its address space; at least 256); a file that needs "
+        "more fails alone as `too_large`")
+    max_document_chars: int = setting(
+        "LONGTASK_MAX_DOCUMENT_CHARS", parse.positive_int, 10_000_000,
+        "characters of text in one document (a page's are cut at 200,000); a file with more "
+        "fails as `too_large`, nothing of it indexed")
     # the processes themselves
     queue_name: str = setting("LONGTASK_QUEUE", str, DEFAULT_QUEUE, "the ARQ queue name")
     embedded: bool = setting(
@@ -262,6 +272,9 @@ class Settings:
         if settings.metrics_ttl <= settings.metrics_push_seconds:
             raise ConfigError("LONGTASK_METRICS_TTL must be longer than "
                               "LONGTASK_METRICS_PUSH_SECONDS")
+        if settings.parse_memory_mb < MIN_PARSE_MEMORY_MB:
+            raise ConfigError(f"LONGTASK_PARSE_MEMORY_MB must be at least {MIN_PARSE_MEMORY_MB} "
+                              "(a parser process needs about 150 MB before it opens a file)")
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigError("LONGTASK_DB_POOL_MIN must not exceed LONGTASK_DB_POOL_MAX")
         _check_webhook(settings)

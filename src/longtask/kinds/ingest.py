@@ -10,6 +10,7 @@ not redone.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from longtask.kinds import llm
 from longtask.pipeline import providers
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.embed import Embedder
-from longtask.pipeline.pdf import PdfParser, sniff
+from longtask.pipeline.pdf import ParseUsage, PdfParser, sniff
 from longtask.store import documents, files
 from longtask.store.documents import ChunkRow
 
@@ -77,7 +78,10 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
     if sum(len(t.strip()) for t in texts) < MIN_TEXT_CHARS:
         raise PermanentError("no extractable text (a scanned document without a text layer?)",
                              code="empty")
-    chunks = chunk_pages(texts, ctx.settings.chunk_tokens, ctx.settings.chunk_overlap)
+    # CPU work on up to LONGTASK_MAX_DOCUMENT_CHARS of text: off the event loop, so heartbeats
+    # keep the lease meanwhile (the summariser's own work is off it too)
+    chunks = await asyncio.to_thread(chunk_pages, texts, ctx.settings.chunk_tokens,
+                                     ctx.settings.chunk_overlap)
     await ctx.progress(42, f"{len(chunks)} chunks", stage="chunk", file=name,
                        pages=pages_total, pages_total=pages_total, chunks=0,
                        chunks_total=len(chunks))
@@ -104,21 +108,33 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
-    """Probe and extract the pages in batches (in parser processes); resumes after a batch."""
+    """Probe and extract the pages in batches (in parser processes); resumes after a batch.
+    The file's parse time and text so far are checkpointed with its pages, so its limits count
+    every run of the item, not each one afresh; a re-run after the parse does not parse again."""
+    saved = ctx.checkpoint
+    if saved.get("page_count") and saved.get("parsed") == saved["page_count"]:
+        return int(saved["page_count"]), str(saved.get("title", ""))
     settings = ctx.settings
-    parser: PdfParser = ctx.resource(
-        "pdf_parser", lambda: PdfParser(settings.parse_processes, settings.parse_timeout))
+    parser: PdfParser = ctx.resource("pdf_parser", lambda: PdfParser(
+        settings.parse_processes, timeout=settings.parse_timeout,
+        memory_mb=settings.parse_memory_mb, max_chars=settings.max_document_chars))
+    usage = ParseUsage(float(ctx.checkpoint.get("parse_seconds", 0.0)),
+                       int(ctx.checkpoint.get("parsed_chars", 0)))
     name = item["filename"]
     with tempfile.TemporaryDirectory(prefix="longtask-") as scratch:
         path = str(Path(scratch) / "document.pdf")
         await files.copy_to(ctx.pool, ctx.tenant, item["file_id"], Path(path))
-        info = await parser.probe(path, ctx.settings.max_pages)
+        info = await parser.probe(path, ctx.settings.max_pages, usage)
         done = int(ctx.checkpoint.get("parsed", 0))
+        await ctx.progress(2 + 38 * done / info.pages, f"parsing {info.pages} pages",
+                           stage="parse", file=name, pages=done, pages_total=info.pages)
         for first in range(done + 1, info.pages + 1, PAGE_BATCH):
             last = min(first + PAGE_BATCH - 1, info.pages)
             await documents.save_pages(ctx.pool, item["document_id"], first,
-                                       await parser.pages(path, first, last))
-            await ctx.save_checkpoint(parsed=last)
+                                       await parser.pages(path, first, last, usage))
+            await ctx.save_checkpoint(parsed=last, page_count=info.pages, title=info.title,
+                                      parse_seconds=round(usage.seconds, 3),
+                                      parsed_chars=usage.chars)
             await ctx.progress(2 + 38 * last / info.pages, f"page {last} of {info.pages}",
                                stage="parse", file=name, pages=last, pages_total=info.pages)
     return info.pages, info.title

@@ -6,6 +6,7 @@ representative sentences and never pretends to be an LLM.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class ExtractiveSummariser:
         self._sentences = sentences
 
     async def summarise(self, text: str, on_delta: OnDelta | None = None) -> Summary:
-        summary = extractive_summary(text, self._sentences)
+        # seconds of regex work on a long document: in a thread, so the event loop (heartbeats,
+        # cancels, other items) keeps moving
+        summary = await asyncio.to_thread(extractive_summary, text, self._sentences)
         if on_delta is not None and summary:
             await on_delta(summary)
         return Summary("extractive", summary)

@@ -8,7 +8,11 @@ What PyMuPDF 1.28 does with the bad ones (the ingest pipeline's typed errors fol
 - `scanned_pdf`: pages with an image and no text layer                  -> `empty`
 - `not_a_pdf`, `pdf_named_but_text`: no `%PDF-` in the first bytes      -> `unsupported_type`
 - `absurd_page_count_pdf`: "Invalid number of pages" on open             -> `corrupt`
-- `bomb_pdf`: a small file whose page takes seconds to parse             -> `timeout` (parse limit)
+- `bomb_pdf`: a small file whose page takes seconds and a gigabyte to     -> `too_large` (parser
+  parse                                                                     memory) or `timeout`
+- `form_bomb_pdf`: 2 KB of forms drawing forms: minutes, in flat memory   -> `timeout` (parse limit)
+- `text_bomb_pdf`: 300 KB whose 2,000 pages hold 200,000 characters each  -> `too_large` (text
+  limit per document)
 """
 
 from __future__ import annotations
@@ -113,6 +117,53 @@ def bomb_pdf(operators: int = 300_000) -> bytes:
     ops = b"BT /F1 1 Tf 10 10 Td " + (b"(" + b"a" * 64 + b") Tj ") * operators + b"ET"
     doc.update_stream(page.get_contents()[0], ops)  # stored deflated
     data = doc.tobytes(garbage=0, deflate=True)
+    doc.close()
+    return data
+
+
+def form_bomb_pdf(depth: int = 8, pages: int = 1) -> bytes:
+    """Forms that draw forms: each level draws the one below ten times, so a page that draws
+    the top one fills 10**`depth` rectangles. About 5 s per page at depth 6 on one core (ten
+    times that per level more), in flat memory: slow whatever the memory limit. Every page
+    draws the same top form."""
+    doc = pymupdf.open()
+    below = 0
+    for level in range(depth + 1):
+        xref = doc.get_new_xref()
+        resources = f"<< /XObject << /X {below} 0 R >> >>" if level else "<< >>"
+        doc.update_object(xref, "<< /Type /XObject /Subtype /Form /BBox [0 0 595 842] "
+                                f"/Resources {resources} >>")
+        doc.update_stream(xref, b"/X Do " * 10 if level else b"0 0 1 1 re f")
+        below = xref
+    for _ in range(pages):
+        page = doc.new_page(width=_PAGE.width, height=_PAGE.height)
+        page.insert_text((72, 72), "Slow.")  # gives the page its resources and contents
+        doc.xref_set_key(page.xref, "Resources", f"<< /XObject << /X {below} 0 R >> >>")
+        doc.update_stream(page.get_contents()[0], b"q /X Do Q")
+    data = doc.tobytes(garbage=1, deflate=True)
+    doc.close()
+    return data
+
+
+def text_bomb_pdf(pages: int = 2000, chars_per_page: int = 200_000) -> bytes:
+    """A page-heavy text bomb: every page shares one small deflated content stream that draws
+    `chars_per_page` characters of words in tiny type, so a few hundred kilobytes hold
+    `pages * chars_per_page` characters of text. Its words are long (hyphenated runs), which
+    makes the bomb quick to extract: PyMuPDF's sorted extraction spends its time per word."""
+    doc = pymupdf.open()
+    first = doc.new_page(width=_PAGE.width, height=_PAGE.height)
+    first.insert_text((72, 72), "x", fontname="helv", fontsize=1)  # the font resource
+    line = " ".join("-".join(_VOCABULARY[i:i + 8]) for i in range(0, 24, 8)).encode() + b" "
+    ops = b"BT /helv 0.4 Tf 4 TL 5 835 Td " + (
+        b"(" + line * 15 + b") Tj T* ") * max(1, chars_per_page // (len(line) * 15)) + b"ET"
+    contents = first.get_contents()[0]
+    doc.update_stream(contents, ops)  # stored deflated
+    resources = doc.xref_get_key(first.xref, "Resources")[1]
+    for _ in range(pages - 1):
+        page = doc.new_page(width=_PAGE.width, height=_PAGE.height)
+        doc.xref_set_key(page.xref, "Resources", resources)
+        doc.xref_set_key(page.xref, "Contents", f"{contents} 0 R")
+    data = doc.tobytes(garbage=1, deflate=True)
     doc.close()
     return data
 
