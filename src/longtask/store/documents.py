@@ -10,9 +10,11 @@ from typing import Any
 import asyncpg
 
 from longtask.core.errors import NotFound
-from longtask.db import Db, transaction
+from longtask.db import Db
 
 _MAX_DIM = 16000
+# how long a new model's CREATE INDEX may wait for chunks' writers; they queue behind it meanwhile
+_INDEX_LOCK_TIMEOUT = "1s"
 
 
 @dataclass(frozen=True)
@@ -191,19 +193,36 @@ async def drop_generation(pool: asyncpg.Pool, document_id: str, generation: str)
         " AND d.id = c.document_id AND d.generation IS DISTINCT FROM $2", document_id, generation)
 
 
-async def ensure_vector_index(db: Db, model: str, dim: int) -> None:
-    """An HNSW index for one embedding model (the migration made the local model's)."""
+async def ensure_vector_index(db: Db, model: str, dim: int) -> bool:
+    """An HNSW index for one embedding model (the migration made the local model's). False if
+    it is not there yet and could not be made now (another session is making it, or writers
+    hold the table): search works without it, only slower; ask again later."""
     if not 0 < dim <= _MAX_DIM:
         raise ValueError(f"embedding dimension {dim} is out of range")
     name = "chunks_hnsw_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{model}:{dim}").hex[:12]
-    async with transaction(db) as conn:
-        # IF NOT EXISTS does not hold against itself: two sessions both find no index, and the
-        # second fails on pg_class's unique name once the first commits. So one at a time.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
-        await conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
-            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = $$"
-            + model.replace("$", "") + "$$")
+    # Looked up by name first, which locks nothing. CREATE INDEX takes a SHARE lock on chunks,
+    # IF NOT EXISTS before it finds the index made. That lock waits for every transaction that
+    # writes chunks, a frozen worker's too (one stopped between asyncpg's prepare and its bind
+    # leaves its backend waiting for the rest of the statement, holding the table's lock, and no
+    # idle timeout ends that), and every chunk write of every worker queues behind the waiting
+    # CREATE INDEX: each worker's first embedding stalled the fleet until command_timeout.
+    if await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+        return True
+    # A new model: made by one session of all, without waiting on anyone. One statement in one
+    # message (the simple protocol), so it runs and commits without another word from us: a
+    # process that freezes after sending it holds nothing. The advisory lock is IF NOT EXISTS'
+    # missing half (it does not hold against itself: the second of two fails on pg_class's
+    # unique name); whoever finds it taken leaves the index to its holder.
+    make = (f"BEGIN IF pg_try_advisory_xact_lock(hashtext({_literal(name)})) THEN"
+            f" SET LOCAL lock_timeout = {_literal(_INDEX_LOCK_TIMEOUT)};"
+            f" CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
+            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = {_literal(model)};"
+            " END IF; END")
+    try:
+        await db.execute(f"DO {_literal(make)}")
+    except asyncpg.LockNotAvailableError:
+        return False  # writers hold chunks (one may be frozen): not worth stalling them for
+    return bool(await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
 async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: str, k: int,
@@ -222,6 +241,12 @@ async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: st
     )
     return [{**dict(r), "document_id": str(r["document_id"]), "score": round(r["score"], 4)}
             for r in rows]
+
+
+def _literal(text: str) -> str:
+    """A string constant in SQL, for the few statements that cannot take parameters (a DO
+    block, CREATE INDEX); standard_conforming_strings is on, so only quotes need doubling."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _vector(values: list[float]) -> str:
