@@ -138,13 +138,22 @@ async def chunks(pool: asyncpg.Pool, tenant: str, document_id: str) -> list[dict
 async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generation: str,
                       model: str, rows: list[ChunkRow]) -> None:
     """Store a batch of a generation's chunks; a batch stored twice is stored once."""
-    await pool.executemany(
+    # One statement over arrays, not executemany: that streams its rows in buffers of 32 KB,
+    # in a transaction that stays open until the last one is sent, so a worker that froze in
+    # between held the rows it had inserted, and the run that took the item over (the same
+    # generation, the same keys) waited on them to insert its own.
+    await pool.execute(
         "INSERT INTO chunks (document_id, tenant, generation, idx, page_start, page_end, text,"
         " tokens, model, embedding)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::vector)"
+        " SELECT $1::uuid, $2::text, $3::uuid, u.idx, u.page_start, u.page_end, u.text,"
+        " u.tokens, $4::text, u.embedding::vector"
+        " FROM unnest($5::int[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[])"
+        " AS u(idx, page_start, page_end, text, tokens, embedding)"
         " ON CONFLICT (document_id, generation, idx) DO NOTHING",
-        [(document_id, tenant, generation, r.idx, r.page_start, r.page_end,
-          r.text.replace("\x00", ""), r.tokens, model, _vector(r.embedding)) for r in rows],
+        document_id, tenant, generation, model, [r.idx for r in rows],
+        [r.page_start for r in rows], [r.page_end for r in rows],
+        [r.text.replace("\x00", "") for r in rows], [r.tokens for r in rows],
+        [_vector(r.embedding) for r in rows],
     )
 
 
@@ -157,25 +166,35 @@ async def chunks_stored(pool: asyncpg.Pool, document_id: str, generation: str) -
 async def publish(pool: asyncpg.Pool, document_id: str, generation: str, *, title: str,
                   pages: int, summary: dict[str, Any], model: str, dim: int, task_id: str,
                   item_id: str, owner: str) -> int | None:
-    """Make a generation the one search sees and drop the others, in one transaction, if the
-    item's lease is still `owner`'s; None if it is not (a late run writes nothing)."""
-    async with pool.acquire() as conn, conn.transaction():
-        count = await conn.fetchval(
-            "SELECT count(*) FROM chunks WHERE document_id = $1 AND generation = $2",
-            document_id, generation)
-        done = await conn.fetchval(
-            "UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,"
-            " pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7, chunk_count = $8,"
-            " task_id = $9, indexed_at = now(), updated_at = now() WHERE id = $1"
-            " AND EXISTS (SELECT 1 FROM task_items WHERE id = $10 AND lease_owner = $11"
-            " AND status = 'running') RETURNING 1",
-            document_id, generation, title, pages, summary, model, dim, count, task_id,
-            item_id, owner)
-        if done is None:
-            return None
-        await conn.execute("DELETE FROM chunks WHERE document_id = $1 AND generation <> $2",
-                           document_id, generation)
-    return int(count)
+    """Make a generation the one search sees and drop the others, at once, if the item's lease
+    is still `owner`'s; None if it is not (a late run writes nothing)."""
+    count = await pool.fetchval(_PUBLISH, document_id, generation, title, pages, summary, model,
+                                dim, task_id, item_id, owner)
+    return None if count is None else int(count)
+
+
+# One statement, not a transaction of three. In a transaction, a worker that froze between two
+# statements kept the document's row locked (for up to idle_in_transaction_session_timeout, and
+# with no limit when it froze between asyncpg's prepare and bind of the next one), and the run
+# that took the item over waited on it, then failed at command_timeout. One statement runs and
+# commits on the server once sent, whatever becomes of the client.
+_PUBLISH = """
+WITH stored AS (
+    SELECT count(*) AS chunks FROM chunks WHERE document_id = $1 AND generation = $2
+), published AS (
+    UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,
+        pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7,
+        chunk_count = (SELECT chunks FROM stored), task_id = $8, indexed_at = now(),
+        updated_at = now()
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM task_items WHERE id = $9 AND lease_owner = $10
+                              AND status = 'running')
+    RETURNING chunk_count
+), dropped AS (
+    DELETE FROM chunks WHERE document_id = $1 AND generation <> $2
+    AND EXISTS (SELECT 1 FROM published)
+)
+SELECT chunk_count FROM published
+"""
 
 
 async def fail(pool: asyncpg.Pool, document_id: str, error: dict[str, Any], task_id: str) -> None:
