@@ -219,4 +219,3 @@ async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[d
 
 def _events(task_id: str, stored: list[dict[str, Any]]) -> list[Event]:
     return [events.stored_event(task_id, e) for e in stored]
-

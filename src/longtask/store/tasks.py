@@ -220,6 +220,7 @@ SELECT id, last_seq, tenant, 'status', jsonb_build_object('status', 'failed', 'e
 FROM ended
 RETURNING task_id, seq, type, data, created_at
 """
+
 _DEADLINE_ERROR = {"code": "deadline_exceeded", "message": "the task ran past its deadline"}
 
 
