@@ -21,6 +21,8 @@ from longtask.core.models import PendingJob
 log = logging.getLogger(__name__)
 
 RUN_ITEM = "run_item"  # the one ARQ function: run an item of a task
+# ARQ marks a job it starts in progress for its worker's job_timeout plus this many seconds
+_ARQ_IN_PROGRESS_EXTRA = 10
 
 
 # ARQ's enqueue_job, for many jobs in one round trip: a job whose id is queued, running or has
@@ -81,3 +83,15 @@ async def taken(arq: ArqRedis, jobs: list[PendingJob]) -> list[bool]:
         for job in jobs:
             pipe.exists(redis_keys.arq_in_progress(job.job_id))
         return [bool(held) for held in await pipe.execute()]
+
+
+async def taken_for(arq: ArqRedis, jobs: list[PendingJob],
+                    job_timeout: float) -> list[float | None]:
+    """For each job, how many seconds ago a worker took it; None if none has. ARQ's in-progress
+    marker lives job_timeout + 10 s from the take (on a job of ours), so what it has left says."""
+    async with arq.pipeline(transaction=False) as pipe:
+        for job in jobs:
+            pipe.pttl(redis_keys.arq_in_progress(job.job_id))
+        left = await pipe.execute()
+    full = (job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000
+    return [None if ms < 0 else max(0.0, (full - ms) / 1000) for ms in left]

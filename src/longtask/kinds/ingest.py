@@ -166,6 +166,5 @@ async def _embed(ctx: JobContext, embedder: Embedder, document_id: str, generati
 
 async def _index_once(ctx: JobContext, model: str, dim: int) -> None:
     made: set[tuple[str, int]] = ctx.resource("vector_indexes", set)
-    if (model, dim) not in made:
-        await documents.ensure_vector_index(ctx.pool, model, dim)
-        made.add((model, dim))
+    if (model, dim) not in made and await documents.ensure_vector_index(ctx.pool, model, dim):
+        made.add((model, dim))  # else another item asks again (search works without it)

@@ -7,6 +7,7 @@ import logging
 
 from longtask.broker import queue
 from longtask.broker.outbox import announce_cancel
+from longtask.core.models import PendingJob
 from longtask.service.deps import Deps
 from longtask.service.tasks import enqueue
 from longtask.store import items as item_store
@@ -20,11 +21,13 @@ RECONCILE_HORIZON_SECONDS = 60.0  # deferred items are re-enqueued only this clo
 
 
 async def reap(deps: Deps) -> int:
-    """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
-    ARQ's job_timeout; end tasks past their deadline. The number of items and tasks moved."""
+    """Hand items whose worker died (no heartbeat for a lease, or no claim a lease after it took
+    their job) to another worker now, not after ARQ's job_timeout; end tasks past their
+    deadline. The number of items and tasks moved."""
     settings = deps.settings
     jobs, events = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
                                                   settings.queue_name)
+    jobs += await _unclaimed(deps)
     ended = await task_store.expire_deadlines(deps.pool)
     deps.outbox.send(events + ended)
     for event in ended:
@@ -48,3 +51,24 @@ async def reconcile(deps: Deps) -> int:
         pending = [job for job, held in zip(pending, taken) if not held]
         pending += await item_store.retake(deps.pool, lost)
     return await enqueue(deps, pending)
+
+
+async def _unclaimed(deps: Deps) -> list[PendingJob]:
+    """Items whose job a worker took a lease ago or more and never claimed: it froze or died in
+    between (a claim follows the take within milliseconds). As silent as a worker that stopped
+    heartbeating, so handed on as soon, under a new job id for the same attempt (ARQ holds the
+    old one until job_timeout). The reconciler's sweep finds them too, after 10 s pending and
+    every 5 s; with a short lease, well after the frozen worker's claimed items moved on."""
+    settings = deps.settings
+    pending = await item_store.pending_jobs(deps.pool, settings.lease_seconds, 0.0,
+                                            settings.queue_name)
+    if not pending:
+        return []
+    ages = await queue.taken_for(deps.redis, pending, settings.job_timeout)
+    lost = [job for job, age in zip(pending, ages, strict=True)
+            if age is not None and age >= settings.lease_seconds]
+    if not lost:
+        return []
+    log.warning("%d item job(s) were taken by a worker that never claimed them within a lease",
+                len(lost))
+    return await item_store.retake(deps.pool, lost)

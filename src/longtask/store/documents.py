@@ -10,9 +10,11 @@ from typing import Any
 import asyncpg
 
 from longtask.core.errors import NotFound
-from longtask.db import Db, transaction
+from longtask.db import Db
 
 _MAX_DIM = 16000
+# how long a new model's CREATE INDEX may wait for chunks' writers; they queue behind it meanwhile
+_INDEX_LOCK_TIMEOUT = "1s"
 
 
 @dataclass(frozen=True)
@@ -136,13 +138,22 @@ async def chunks(pool: asyncpg.Pool, tenant: str, document_id: str) -> list[dict
 async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generation: str,
                       model: str, rows: list[ChunkRow]) -> None:
     """Store a batch of a generation's chunks; a batch stored twice is stored once."""
-    await pool.executemany(
+    # One statement over arrays, not executemany: that streams its rows in buffers of 32 KB,
+    # in a transaction that stays open until the last one is sent, so a worker that froze in
+    # between held the rows it had inserted, and the run that took the item over (the same
+    # generation, the same keys) waited on them to insert its own.
+    await pool.execute(
         "INSERT INTO chunks (document_id, tenant, generation, idx, page_start, page_end, text,"
         " tokens, model, embedding)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::vector)"
+        " SELECT $1::uuid, $2::text, $3::uuid, u.idx, u.page_start, u.page_end, u.text,"
+        " u.tokens, $4::text, u.embedding::vector"
+        " FROM unnest($5::int[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[])"
+        " AS u(idx, page_start, page_end, text, tokens, embedding)"
         " ON CONFLICT (document_id, generation, idx) DO NOTHING",
-        [(document_id, tenant, generation, r.idx, r.page_start, r.page_end,
-          r.text.replace("\x00", ""), r.tokens, model, _vector(r.embedding)) for r in rows],
+        document_id, tenant, generation, model, [r.idx for r in rows],
+        [r.page_start for r in rows], [r.page_end for r in rows],
+        [r.text.replace("\x00", "") for r in rows], [r.tokens for r in rows],
+        [_vector(r.embedding) for r in rows],
     )
 
 
@@ -155,25 +166,35 @@ async def chunks_stored(pool: asyncpg.Pool, document_id: str, generation: str) -
 async def publish(pool: asyncpg.Pool, document_id: str, generation: str, *, title: str,
                   pages: int, summary: dict[str, Any], model: str, dim: int, task_id: str,
                   item_id: str, owner: str) -> int | None:
-    """Make a generation the one search sees and drop the others, in one transaction, if the
-    item's lease is still `owner`'s; None if it is not (a late run writes nothing)."""
-    async with pool.acquire() as conn, conn.transaction():
-        count = await conn.fetchval(
-            "SELECT count(*) FROM chunks WHERE document_id = $1 AND generation = $2",
-            document_id, generation)
-        done = await conn.fetchval(
-            "UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,"
-            " pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7, chunk_count = $8,"
-            " task_id = $9, indexed_at = now(), updated_at = now() WHERE id = $1"
-            " AND EXISTS (SELECT 1 FROM task_items WHERE id = $10 AND lease_owner = $11"
-            " AND status = 'running') RETURNING 1",
-            document_id, generation, title, pages, summary, model, dim, count, task_id,
-            item_id, owner)
-        if done is None:
-            return None
-        await conn.execute("DELETE FROM chunks WHERE document_id = $1 AND generation <> $2",
-                           document_id, generation)
-    return int(count)
+    """Make a generation the one search sees and drop the others, at once, if the item's lease
+    is still `owner`'s; None if it is not (a late run writes nothing)."""
+    count = await pool.fetchval(_PUBLISH, document_id, generation, title, pages, summary, model,
+                                dim, task_id, item_id, owner)
+    return None if count is None else int(count)
+
+
+# One statement, not a transaction of three. In a transaction, a worker that froze between two
+# statements kept the document's row locked (for up to idle_in_transaction_session_timeout, and
+# with no limit when it froze between asyncpg's prepare and bind of the next one), and the run
+# that took the item over waited on it, then failed at command_timeout. One statement runs and
+# commits on the server once sent, whatever becomes of the client.
+_PUBLISH = """
+WITH stored AS (
+    SELECT count(*) AS chunks FROM chunks WHERE document_id = $1 AND generation = $2
+), published AS (
+    UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,
+        pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7,
+        chunk_count = (SELECT chunks FROM stored), task_id = $8, indexed_at = now(),
+        updated_at = now()
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM task_items WHERE id = $9 AND lease_owner = $10
+                              AND status = 'running')
+    RETURNING chunk_count
+), dropped AS (
+    DELETE FROM chunks WHERE document_id = $1 AND generation <> $2
+    AND EXISTS (SELECT 1 FROM published)
+)
+SELECT chunk_count FROM published
+"""
 
 
 async def fail(pool: asyncpg.Pool, document_id: str, error: dict[str, Any], task_id: str) -> None:
@@ -191,19 +212,36 @@ async def drop_generation(pool: asyncpg.Pool, document_id: str, generation: str)
         " AND d.id = c.document_id AND d.generation IS DISTINCT FROM $2", document_id, generation)
 
 
-async def ensure_vector_index(db: Db, model: str, dim: int) -> None:
-    """An HNSW index for one embedding model (the migration made the local model's)."""
+async def ensure_vector_index(db: Db, model: str, dim: int) -> bool:
+    """An HNSW index for one embedding model (the migration made the local model's). False if
+    it is not there yet and could not be made now (another session is making it, or writers
+    hold the table): search works without it, only slower; ask again later."""
     if not 0 < dim <= _MAX_DIM:
         raise ValueError(f"embedding dimension {dim} is out of range")
     name = "chunks_hnsw_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{model}:{dim}").hex[:12]
-    async with transaction(db) as conn:
-        # IF NOT EXISTS does not hold against itself: two sessions both find no index, and the
-        # second fails on pg_class's unique name once the first commits. So one at a time.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
-        await conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
-            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = $$"
-            + model.replace("$", "") + "$$")
+    # Looked up by name first, which locks nothing. CREATE INDEX takes a SHARE lock on chunks,
+    # IF NOT EXISTS before it finds the index made. That lock waits for every transaction that
+    # writes chunks, a frozen worker's too (one stopped between asyncpg's prepare and its bind
+    # leaves its backend waiting for the rest of the statement, holding the table's lock, and no
+    # idle timeout ends that), and every chunk write of every worker queues behind the waiting
+    # CREATE INDEX: each worker's first embedding stalled the fleet until command_timeout.
+    if await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+        return True
+    # A new model: made by one session of all, without waiting on anyone. One statement in one
+    # message (the simple protocol), so it runs and commits without another word from us: a
+    # process that freezes after sending it holds nothing. The advisory lock is IF NOT EXISTS'
+    # missing half (it does not hold against itself: the second of two fails on pg_class's
+    # unique name); whoever finds it taken leaves the index to its holder.
+    make = (f"BEGIN IF pg_try_advisory_xact_lock(hashtext({_literal(name)})) THEN"
+            f" SET LOCAL lock_timeout = {_literal(_INDEX_LOCK_TIMEOUT)};"
+            f" CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
+            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = {_literal(model)};"
+            " END IF; END")
+    try:
+        await db.execute(f"DO {_literal(make)}")
+    except asyncpg.LockNotAvailableError:
+        return False  # writers hold chunks (one may be frozen): not worth stalling them for
+    return bool(await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
 async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: str, k: int,
@@ -222,6 +260,12 @@ async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: st
     )
     return [{**dict(r), "document_id": str(r["document_id"]), "score": round(r["score"], 4)}
             for r in rows]
+
+
+def _literal(text: str) -> str:
+    """A string constant in SQL, for the few statements that cannot take parameters (a DO
+    block, CREATE INDEX); standard_conforming_strings is on, so only quotes need doubling."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _vector(values: list[float]) -> str:

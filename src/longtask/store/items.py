@@ -88,22 +88,45 @@ async def retry_later(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int
 async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, delay: float,
                    error: dict[str, Any], *,
                    expired_only: bool) -> tuple[PendingJob, Event | None] | None:
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE task_items SET status = 'pending', error = $3, lease_owner = NULL,"
-            " lease_expires_at = NULL, run_after = now() + make_interval(secs => $4),"
-            " job_id = $5, updated_at = now()"
-            " WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
-            " AND (NOT $6 OR lease_expires_at < now())"
-            " RETURNING task_id, idx, name, attempts, job_id, run_after",
-            item_id, owner, error, delay, item_job_id(item_id, attempt + 1), expired_only,
-        )
-        if row is None:
-            return None
-        event = await events.append(conn, str(row["task_id"]), "item", _item_data(
-            row["idx"], row["name"], "retrying", attempt=row["attempts"], error=error,
-            retry_in=delay))
+    row = await pool.fetchrow(_REQUEUE, item_id, owner, error, delay,
+                              item_job_id(item_id, attempt + 1), expired_only)
+    if row is None:
+        return None
+    event = events.stored_event(str(row["task_id"]), row["event"]) if row["event"] else None
     return PendingJob(item_id, row["job_id"], row["run_after"], row["attempts"] + 1), event
+
+
+# The item back to pending and its `retrying` event (the task's next sequence number) in one
+# statement, not a transaction of two: a worker that froze between them held the item's row, and
+# from the second one the task's, which every claim, progress report and finish of the task
+# locks; with no limit when it froze between asyncpg's prepare and bind of the second. One
+# statement runs and commits on the server once sent, whatever becomes of the client. The item
+# is locked before its task, as before.
+_REQUEUE = f"""
+WITH item AS (
+    UPDATE task_items SET status = 'pending', error = $3, lease_owner = NULL,
+        lease_expires_at = NULL, run_after = now() + make_interval(secs => $4), job_id = $5,
+        updated_at = now()
+    WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+    AND (NOT $6 OR lease_expires_at < now())
+    RETURNING task_id, idx, name, attempts, job_id, run_after
+), task AS (
+    UPDATE tasks t SET last_seq = t.last_seq + 1, updated_at = now()
+    FROM item WHERE t.id = item.task_id AND t.status IN {ACTIVE_SQL}
+    RETURNING t.id, t.tenant, t.last_seq
+), event AS (
+    INSERT INTO task_events (task_id, seq, tenant, type, data)
+    SELECT task.id, task.last_seq, task.tenant, 'item', jsonb_build_object(
+        'item', item.idx, 'name', item.name, 'status', 'retrying', 'attempt', item.attempts,
+        'error', $3::jsonb, 'retry_in', $4::float8)
+    FROM task, item
+    RETURNING seq, type, data, created_at
+)
+SELECT item.task_id, item.attempts, item.job_id, item.run_after,
+    (SELECT jsonb_build_object('seq', seq, 'type', type, 'data', data, 'at', created_at)
+     FROM event) AS event
+FROM item
+"""
 
 
 async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
@@ -196,9 +219,3 @@ async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[d
 
 def _events(task_id: str, stored: list[dict[str, Any]]) -> list[Event]:
     return [events.stored_event(task_id, e) for e in stored]
-
-
-def _item_data(index: int, name: str, status: str, **extra: Any) -> dict[str, Any]:
-    data = {"item": index, "name": name, "status": status}
-    data.update({k: v for k, v in extra.items() if v is not None})
-    return data

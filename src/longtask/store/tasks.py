@@ -195,22 +195,31 @@ async def failed_items(pool: asyncpg.Pool, tenant: str, task_id: str) -> tuple[T
 
 async def expire_deadlines(pool: asyncpg.Pool) -> list[Event]:
     """End tasks past their deadline as failed (`deadline_exceeded`); their items stop."""
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "UPDATE tasks SET status = 'failed', finished_at = now(), updated_at = now(),"
-            " last_seq = last_seq + 1, error = $1 WHERE deadline_at < now()"
-            f" AND status IN {ACTIVE_SQL} RETURNING id, tenant, last_seq",
-            _DEADLINE_ERROR)
-        out = []
-        for row in rows:
-            await conn.execute(
-                "UPDATE task_items SET status = 'canceled', progress = 100, finished_at = now(),"
-                " updated_at = now(), error = $2 WHERE task_id = $1 AND status = 'pending'",
-                row["id"], _DEADLINE_ERROR)
-            out.append(await insert_at(conn, str(row["id"]), row["tenant"], row["last_seq"],
-                                       "status", {"status": "failed", "error": _DEADLINE_ERROR}))
-    return out
+    rows = await pool.fetch(_EXPIRE_DEADLINES, _DEADLINE_ERROR)
+    return [Event(str(r["task_id"]), r["seq"], r["type"], r["data"], r["created_at"])
+            for r in rows]
 
+
+# One statement, not a transaction of one per task: a reaper that froze in between held the
+# rows of the tasks it was ending, which every claim, progress report and finish of those tasks
+# locks. One statement runs and commits on the server once sent, whatever becomes of the client.
+# Each task is locked before its items, the order claim and cancel take.
+_EXPIRE_DEADLINES = f"""
+WITH ended AS (
+    UPDATE tasks SET status = 'failed', finished_at = now(), updated_at = now(),
+        last_seq = last_seq + 1, error = $1
+    WHERE deadline_at < now() AND status IN {ACTIVE_SQL}
+    RETURNING id, tenant, last_seq
+), skipped AS (
+    UPDATE task_items i SET status = 'canceled', progress = 100, finished_at = now(),
+        updated_at = now(), error = $1
+    FROM ended WHERE i.task_id = ended.id AND i.status = 'pending'
+)
+INSERT INTO task_events (task_id, seq, tenant, type, data)
+SELECT id, last_seq, tenant, 'status', jsonb_build_object('status', 'failed', 'error', $1::jsonb)
+FROM ended
+RETURNING task_id, seq, type, data, created_at
+"""
 
 _DEADLINE_ERROR = {"code": "deadline_exceeded", "message": "the task ran past its deadline"}
 

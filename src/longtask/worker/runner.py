@@ -148,10 +148,13 @@ async def _call(kind: Kind, ctx: RunContext, payload: Any) -> Any:
     # a kind's own limit, but never past the hard one: the soft limit is the one that cleans up
     limit = min(kind.timeout or ctx.settings.item_timeout,
                 ctx.settings.job_timeout - 2 * _HARD_LIMIT_SLACK)
+    deadline = asyncio.timeout(limit)
     try:
-        async with asyncio.timeout(limit):
+        async with deadline:
             return await kind.handler(ctx, payload)
     except TimeoutError:
+        if not deadline.expired():  # not ours: asyncpg's command_timeout, a kind's own limit
+            raise
         if kind.on_cancel is not None:
             await kind.on_cancel(ctx, payload)
         raise PermanentError(f"took longer than {limit:g}s", code="timeout") from None
