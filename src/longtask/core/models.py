@@ -78,6 +78,8 @@ class PendingJob:
     job_id: str
     run_after: Any
     attempt: int = 1  # the attempt this job runs (claims so far + 1)
+    tenant: str = ""  # whose turn it waits for, and whose caps it counts against
+    kind: str = ""
 
 
 @dataclass(frozen=True)

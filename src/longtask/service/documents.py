@@ -27,7 +27,7 @@ class Incoming:
 async def ensure_room(deps: Deps, tenant: str) -> None:
     """Refuse before the body is read: no point storing files for a task that cannot be made."""
     if deps.admission is not None:
-        await deps.admission.room_in_queue()
+        await deps.admission.room_in_queue(tenant)
     await task_store.ensure_room(deps.pool, tenant, deps.settings.max_open_tasks)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from longtask.broker import queue
+from longtask.broker import fair, queue
 from longtask.broker.outbox import announce_cancel
 from longtask.service.deps import Deps
 from longtask.service.tasks import enqueue
@@ -23,20 +23,25 @@ async def reap(deps: Deps) -> int:
     """Hand items whose worker died (no heartbeat for a lease) to another worker now, not after
     ARQ's job_timeout; end tasks past their deadline. The number of items and tasks moved."""
     settings = deps.settings
-    jobs, events = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
-                                                  settings.queue_name)
+    expired = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
+                                             settings.queue_name)
     ended = await task_store.expire_deadlines(deps.pool)
-    deps.outbox.send(events + ended)
+    deps.outbox.send(expired.events + ended)
     for event in ended:
         await announce_cancel(deps.redis, event.task_id)
-    return await enqueue(deps, jobs) + len(ended)
+    # the dead workers' jobs give their slots back (and never run) before the new ones queue
+    await fair.retire(deps.redis, settings, expired.retired)
+    return await enqueue(deps, expired.jobs) + len(ended)
 
 
 async def reconcile(deps: Deps) -> int:
     """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
     ignores a job id it still holds. A pending item whose job a worker took long ago without
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
-    one until job_timeout."""
+    one until job_timeout. Then free the dispatch slots of jobs ARQ no longer holds."""
+    freed = await fair.sweep(deps.redis, deps.settings)
+    if freed:
+        log.warning("%d dispatched job(s) ended unseen; their tenants' slots are free", freed)
     pending = await item_store.pending_jobs(deps.pool, RECONCILE_AFTER_SECONDS,
                                             RECONCILE_HORIZON_SECONDS, deps.settings.queue_name)
     if not pending:
@@ -46,5 +51,10 @@ async def reconcile(deps: Deps) -> int:
     if lost:
         log.warning("%d item job(s) were taken by a worker that never claimed them", len(lost))
         pending = [job for job, held in zip(pending, taken) if not held]
-        pending += await item_store.retake(deps.pool, lost)
+        retaken = await item_store.retake(deps.pool, lost)
+        pending += retaken
+        # the old jobs give their slots back now, not when ARQ's in-progress marker expires
+        await fair.retire(deps.redis, deps.settings,
+                          [job.job_id for job in lost if job.item_id in
+                           {new.item_id for new in retaken}])
     return await enqueue(deps, pending)

@@ -7,6 +7,7 @@ its lease (it stalled, the reaper gave the item to another) writes nothing more.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -90,12 +91,13 @@ async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, d
                    expired_only: bool) -> tuple[PendingJob, Event | None] | None:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "UPDATE task_items SET status = 'pending', error = $3, lease_owner = NULL,"
+            "UPDATE task_items i SET status = 'pending', error = $3, lease_owner = NULL,"
             " lease_expires_at = NULL, run_after = now() + make_interval(secs => $4),"
-            " job_id = $5, updated_at = now()"
-            " WHERE id = $1 AND lease_owner = $2 AND status = 'running'"
-            " AND (NOT $6 OR lease_expires_at < now())"
-            " RETURNING task_id, idx, name, attempts, job_id, run_after",
+            " job_id = $5, updated_at = now() FROM tasks t"
+            " WHERE i.id = $1 AND i.lease_owner = $2 AND i.status = 'running'"
+            " AND (NOT $6 OR i.lease_expires_at < now()) AND t.id = i.task_id"
+            " RETURNING i.task_id, i.idx, i.name, i.attempts, i.job_id, i.run_after, i.tenant,"
+            " t.kind",
             item_id, owner, error, delay, item_job_id(item_id, attempt + 1), expired_only,
         )
         if row is None:
@@ -103,7 +105,8 @@ async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, d
         event = await events.append(conn, str(row["task_id"]), "item", _item_data(
             row["idx"], row["name"], "retrying", attempt=row["attempts"], error=error,
             retry_in=delay))
-    return PendingJob(item_id, row["job_id"], row["run_after"], row["attempts"] + 1), event
+    return PendingJob(item_id, row["job_id"], row["run_after"], row["attempts"] + 1,
+                      tenant=row["tenant"], kind=row["kind"]), event
 
 
 async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
@@ -117,18 +120,27 @@ async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
                     got["items_failed"])
 
 
+@dataclass(frozen=True)
+class Expired:
+    """What the reaper did: the items' new jobs, their events, and the job ids they left behind
+    (each held a dispatch slot that its dead worker never gave back)."""
+
+    jobs: list[PendingJob]
+    events: list[Event]
+    retired: list[str]
+
+
 async def expire_leases(pool: asyncpg.Pool, max_attempts: int, queue: str,
-                        limit: int = 500) -> tuple[list[PendingJob], list[Event]]:
+                        limit: int = 500) -> Expired:
     """Hand items whose worker stopped heartbeating to the queue again, each under its next
     attempt's job id; an item that has used up its attempts this way fails as `crashed`."""
     # two reapers may read the same rows: the conditional writes below let only one act
     rows = await pool.fetch(
-        "SELECT i.id, i.attempts, i.lease_owner FROM task_items i"
+        "SELECT i.id, i.attempts, i.lease_owner, i.job_id FROM task_items i"
         " JOIN tasks t ON t.id = i.task_id AND t.queue = $2"
         " WHERE i.status = 'running' AND i.lease_expires_at < now()"
         " ORDER BY i.lease_expires_at LIMIT $1", limit, queue)
-    jobs: list[PendingJob] = []
-    out: list[Event] = []
+    done = Expired([], [], [])
     for row in rows:
         item_id = str(row["id"])
         error = {"code": "lease_expired",
@@ -136,14 +148,17 @@ async def expire_leases(pool: asyncpg.Pool, max_attempts: int, queue: str,
         if row["attempts"] >= max_attempts:
             ended = await finish(pool, item_id, row["lease_owner"], "failed", error={
                 "code": "crashed", "message": f"its worker died {row['attempts']} times"})
-            out += ended.events if ended else []
+            if ended is not None:
+                done.events.extend(ended.events)
+                done.retired.append(row["job_id"])
             continue
         requeued = await _requeue(pool, item_id, row["lease_owner"], row["attempts"], 0.0,
                                   error, expired_only=True)
         if requeued is not None:
-            jobs.append(requeued[0])
-            out += [requeued[1]] if requeued[1] else []
-    return jobs, out
+            done.jobs.append(requeued[0])
+            done.events.extend([requeued[1]] if requeued[1] else [])
+            done.retired.append(row["job_id"])
+    return done
 
 
 async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_seconds: float,
@@ -152,7 +167,7 @@ async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_se
     Items deferred past the horizon are left out: Postgres holds them, and they come back here
     before their time (so thousands of far-off deferred tasks never crowd out lost jobs)."""
     rows = await pool.fetch(
-        "SELECT i.id, i.job_id, i.run_after, i.attempts FROM task_items i"
+        "SELECT i.id, i.job_id, i.run_after, i.attempts, t.tenant, t.kind FROM task_items i"
         " JOIN tasks t ON t.id = i.task_id AND t.queue = $4"
         f" WHERE i.status = 'pending' AND t.status IN {ACTIVE_SQL}"
         " AND i.updated_at < now() - make_interval(secs => $1)"
@@ -160,8 +175,8 @@ async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_se
         " ORDER BY i.created_at LIMIT $2",
         older_than_seconds, limit, horizon_seconds, queue,
     )
-    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1)
-            for r in rows]
+    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1,
+                       tenant=r["tenant"], kind=r["kind"]) for r in rows]
 
 
 async def retake(pool: asyncpg.Pool, jobs: list[PendingJob]) -> list[PendingJob]:
@@ -174,7 +189,9 @@ async def retake(pool: asyncpg.Pool, jobs: list[PendingJob]) -> list[PendingJob]
         " RETURNING i.id, i.job_id, i.run_after",
         [j.item_id for j in jobs], [j.job_id for j in jobs],
         [item_job_id(j.item_id, j.attempt, uuid.uuid4().hex[:8]) for j in jobs])
-    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"]) for r in rows]
+    before = {job.item_id: job for job in jobs}
+    return [replace(before[str(r["id"])], job_id=r["job_id"], run_after=r["run_after"])
+            for r in rows]
 
 
 async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[dict[str, Any]]:

@@ -94,7 +94,7 @@ async def create(
                 raise _no_room(max_open)
             raise Conflict("the task made with this Idempotency-Key was deleted",
                            code="idempotency")
-    jobs = [PendingJob(i, j, run_at) for i, j in zip(item_ids, job_ids)]
+    jobs = [PendingJob(i, j, run_at, tenant=tenant, kind=kind) for i, j in zip(item_ids, job_ids)]
     return Created(_task(row), jobs, replayed=False)
 
 
