@@ -15,9 +15,8 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from longtask.broker import fair
 from longtask.store import api_keys
-from tests.support import wait_for, wait_status
+from tests.support import assert_no_slot_held, wait_for, wait_status
 
 
 @contextlib.asynccontextmanager
@@ -44,15 +43,6 @@ async def running(pool: asyncpg.Pool, tenant: str) -> int:
 async def most_seen(redis: Redis, key: str) -> int:
     """The most items that ran at once, as the test kind counted them (`seen:...`)."""
     return max((int(n) for n in await redis.lrange(key, 0, -1)), default=0)
-
-
-async def assert_no_slot_held(redis: Redis, queue: str, tenant: str) -> None:
-    """Every dispatch slot the tenant took was given back, once: nothing waits or is counted."""
-    async def settled() -> bool:
-        _, mine = await fair.depths(redis, queue, tenant)  # type: ignore[arg-type]
-        return mine.waiting == 0 and mine.dispatched == 0
-
-    await wait_for(settled, timeout=15, what=f"{tenant}'s dispatch slots to be given back")
 
 
 async def test_the_small_tenant_goes_first(make_stack: Any, pool: asyncpg.Pool,

@@ -171,7 +171,8 @@ elseif op == 'finished' then
     if not redis.call('zscore', queue, id) then freed = free(id) end
     return {freed, dispatch()}
 elseif op == 'retire' then
-    -- the reaper gave these jobs' items new jobs (their workers died): ARQ must not run them
+    -- these jobs' runs are over in Postgres (their items ended, or have new jobs): ARQ must
+    -- not run them, and their slots are free
     local freed = 0
     for i = arg0, #ARGV do
         redis.call('zrem', queue, ARGV[i])
@@ -180,8 +181,9 @@ elseif op == 'retire' then
     end
     return {freed, dispatch()}
 elseif op == 'sweep' then
-    -- the safety net: a dispatched job that ARQ no longer holds or runs ended without telling
-    -- (ARQ failed it before it ran, or the worker died between ending it and telling us)
+    -- a dispatched job that ARQ neither queues nor runs ended without telling (ARQ dropped it
+    -- before it ran, or its worker died between ending it and telling); and parked tenants
+    -- under their cap go back in the ring
     local freed = 0
     local run = redis.call('hgetall', RUN)
     for i = 1, #run, 2 do

@@ -34,12 +34,13 @@ module decides *when* a job is handed to it.
   worker's `after_job_end`: the slot is freed and the next job dispatched before ARQ frees its
   own slot); and from every worker's loop each second (deferred jobs coming due, a fleet grown).
 - **A slot is freed once per dispatched job.** The `run` hash maps each dispatched job to its
-  lane; freeing deletes the entry and only the call that deleted it gives the slot back. The
-  paths: ARQ ended the job (it left the ARQ queue; a Retry or a stopped worker leaves it there,
-  to run again, and it keeps its slot); the reaper gave a dead worker's item a new job (the old
-  one is taken off the ARQ queue too, so no ARQ ever runs it); and the sweep, every reconcile,
-  for a job ARQ holds nowhere any more (ARQ failed it before it ran, or a worker died between
-  ending a job and saying so).
+  lane; freeing deletes the entry, and only the call that deleted it gives the slot back. The
+  paths: ARQ ended the job (the worker's `after_job_end`; gone from the ARQ queue means ended for
+  good, while a Retry or a worker stopped mid-run leaves it there to run again, and it keeps its
+  slot); the reaper or the reconciler gave its item a new job (the old one is also taken off the
+  ARQ queue, so no worker runs it); and the sweep, every reconcile, of dispatched jobs whose run
+  Postgres says is over (a worker killed after its item ended but before ARQ ended the job, which
+  ARQ would hold for job_timeout) or that ARQ holds nowhere (it dropped them before they ran).
 - **Redis loses everything** (restart, flush): the lanes and counts go with the ARQ queue, and
   the reconciler enqueues every pending item again from Postgres, as before. Items still running
   then are no longer counted, so a tenant may run over its cap until they end (one turnover).
@@ -138,8 +139,9 @@ async def finished(redis: ArqRedis, settings: Settings, job_id: str) -> int:
 
 
 async def retire(redis: ArqRedis, settings: Settings, job_ids: Sequence[str]) -> int:
-    """The reaper gave these jobs' items new jobs: take the old ones off the ARQ queue and free
-    their slots. The number freed."""
+    """These jobs' runs are over in Postgres (their items ended, or have new jobs: the reaper, a
+    retake): take them off the ARQ queue, so no worker runs them, and free their slots. The
+    number freed."""
     if not job_ids or not settings.fair_dispatch:
         return 0
     return (await _call(redis, settings, "retire", list(job_ids)) or (0, 0))[0]
@@ -150,6 +152,18 @@ async def sweep(redis: ArqRedis, settings: Settings) -> int:
     if not settings.fair_dispatch:
         return 0
     return (await _call(redis, settings, "sweep", []) or (0, 0))[0]
+
+
+async def dispatched(redis: ArqRedis, settings: Settings) -> list[str]:
+    """The ids of the jobs holding a dispatch slot now."""
+    if not settings.fair_dispatch:
+        return []
+    try:
+        ids = await redis.hkeys(redis_keys.fair_prefix(settings.queue_name) + "run")
+    except (RedisError, OSError) as exc:
+        log.warning("dispatched jobs not read: %s", exc)
+        return []
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
 
 async def heartbeat(redis: ArqRedis, settings: Settings, worker_id: str, ttl: float) -> None:

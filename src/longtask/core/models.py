@@ -123,3 +123,9 @@ def item_job_id(item_id: str, attempt: int, retake: str = "") -> str:
     blocks a reused id while it keeps the result. `retake` tells apart a new job for the same
     attempt (its first job was lost with a worker)."""
     return f"item:{item_id}:{attempt}" + (f":{retake}" if retake else "")
+
+
+def item_of_job(job_id: str) -> str | None:
+    """The item an item job id (`item_job_id`) runs; None for another job (ARQ's cron jobs)."""
+    parts = job_id.split(":")
+    return parts[1] if len(parts) >= 3 and parts[0] == "item" else None

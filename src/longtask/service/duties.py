@@ -38,8 +38,14 @@ async def reconcile(deps: Deps) -> int:
     """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
     ignores a job id it still holds. A pending item whose job a worker took long ago without
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
-    one until job_timeout. Then free the dispatch slots of jobs ARQ no longer holds."""
-    freed = await fair.sweep(deps.redis, deps.settings)
+    one until job_timeout.
+
+    First, the dispatch slots of jobs that ended unseen go back to their tenants: a worker
+    killed after its item ended but before ARQ ended the job (which ARQ holds for job_timeout),
+    or a job ARQ dropped before it ran (see broker.fair)."""
+    settings = deps.settings
+    over = await item_store.ended_jobs(deps.pool, await fair.dispatched(deps.redis, settings))
+    freed = await fair.retire(deps.redis, settings, over) + await fair.sweep(deps.redis, settings)
     if freed:
         log.warning("%d dispatched job(s) ended unseen; their tenants' slots are free", freed)
     pending = await item_store.pending_jobs(deps.pool, RECONCILE_AFTER_SECONDS,

@@ -13,7 +13,14 @@ from typing import Any
 import asyncpg
 
 from longtask.core.events import Event
-from longtask.core.models import Claim, Finished, PendingJob, Report, item_job_id
+from longtask.core.models import (
+    Claim,
+    Finished,
+    PendingJob,
+    Report,
+    item_job_id,
+    item_of_job,
+)
 from longtask.core.status import ACTIVE_SQL
 from longtask.store import events
 
@@ -192,6 +199,19 @@ async def retake(pool: asyncpg.Pool, jobs: list[PendingJob]) -> list[PendingJob]
     before = {job.item_id: job for job in jobs}
     return [replace(before[str(r["id"])], job_id=r["job_id"], run_after=r["run_after"])
             for r in rows]
+
+
+async def ended_jobs(pool: asyncpg.Pool, job_ids: list[str]) -> list[str]:
+    """Of these item job ids, those whose run is over for good: the item has ended, was
+    deleted, or waits for or runs under another job id now (a retry, the reaper, a retake).
+    Job ids are never reused, so what this answers stays true."""
+    pairs = [(item, job) for job in job_ids if (item := item_of_job(job)) is not None]
+    rows = await pool.fetch(
+        "SELECT u.job_id FROM unnest($1::uuid[], $2::text[]) AS u(item_id, job_id)"
+        " LEFT JOIN task_items i ON i.id = u.item_id"
+        f" WHERE i.id IS NULL OR i.job_id <> u.job_id OR i.status NOT IN {ACTIVE_SQL}",
+        [item for item, _ in pairs], [job for _, job in pairs])
+    return [r["job_id"] for r in rows]
 
 
 async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[dict[str, Any]]:
