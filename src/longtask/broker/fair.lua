@@ -6,7 +6,8 @@
 -- ARGV     1 operation, 2 now (ms, the caller's clock, as ARQ scores use), 3 key prefix,
 --          4-6 ARQ's job, result and in-progress key prefixes, 7 how long an ARQ job key lives
 --          (ms), 8 the tenant cap (0: none), 9 the most jobs to dispatch in this call,
---          10 spare jobs the ARQ queue may hold beyond what the fleet runs, in percent of it,
+--          10 the spare: jobs the ARQ queue may hold beyond what the fleet runs are those the
+--          fleet ends in this many ms (at least 1, at most the fleet's capacity),
 --          11 n, then n pairs (kind, its cap); then the operation's own arguments.
 --
 -- Keys under the prefix:
@@ -22,19 +23,21 @@
 --                   l:<lane> (dispatched, for a lane with a cap of its own)
 --   fleet, slots    the live workers (sorted by expiry) and their max_jobs
 --   capacity        the sum of the live workers' max_jobs
+--   pace            hash: r, the rate jobs end at (per ms, decaying over TAU ms), t, when last
 
 local queue = KEYS[1]
 local op, now, P = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local JOB, RESULT, IN_PROGRESS = ARGV[4], ARGV[5], ARGV[6]
 local job_ttl = tonumber(ARGV[7])
-local tenant_cap, budget, spare = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local tenant_cap, budget, spare_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local kind_caps = {}
 local ncaps = tonumber(ARGV[11])
 for i = 1, ncaps do kind_caps[ARGV[10 + 2 * i]] = tonumber(ARGV[11 + 2 * i]) end
 local arg0 = 12 + 2 * ncaps -- the operation's first argument
 
 local RING, TURN, TIMERS, BODY = P .. 'ring', P .. 'turn', P .. 'timers', P .. 'body'
-local RUN, COUNT, PARKED = P .. 'run', P .. 'count', P .. 'parked'
+local RUN, COUNT, PARKED, PACE = P .. 'run', P .. 'count', P .. 'parked', P .. 'pace'
+local TAU = 2000 -- ms: the rate of endings forgets what is older than a few seconds
 
 -- a lane is '<bytes in tenant>:<tenant><kind>', kind empty unless the kind has a cap of its own
 local function split(lane)
@@ -96,11 +99,25 @@ local function free(id)
     return 1
 end
 
+-- the rate at which jobs end (per ms), an exponentially decaying average; `ended`: one more
+local function pace(ended)
+    local got = redis.call('hmget', PACE, 'r', 't')
+    local rate, at = tonumber(got[1] or '0'), tonumber(got[2] or now)
+    rate = rate * math.exp(-math.max(0, now - at) / TAU)
+    if ended then
+        rate = rate + 1 / TAU
+        redis.call('hset', PACE, 'r', tostring(rate), 't', now)
+    end
+    return rate
+end
+
 -- move jobs onto the ARQ queue, a lane at a time in ring order, while the queue holds fewer
--- than the fleet runs plus the spare
+-- than the fleet runs plus the spare: what the fleet ends in spare_ms, so that ARQ finds the
+-- next job the moment a slot frees, and a newcomer's job waits behind no more than that
 local function dispatch()
     local capacity = tonumber(redis.call('get', P .. 'capacity') or '0')
-    local room = capacity + math.ceil(capacity * spare / 100) - redis.call('zcard', queue)
+    local spare = math.min(capacity, math.max(1, math.ceil(pace(false) * spare_ms)))
+    local room = capacity + spare - redis.call('zcard', queue)
     room = math.min(room, budget)
     if room <= 0 then return 0 end
     for _, lane in ipairs(redis.call('zrangebyscore', TIMERS, '-inf', now, 'limit', 0, 100)) do
@@ -169,6 +186,7 @@ elseif op == 'finished' then
     local id = ARGV[arg0]
     local freed = 0
     if not redis.call('zscore', queue, id) then freed = free(id) end
+    if freed == 1 then pace(true) end
     return {freed, dispatch()}
 elseif op == 'retire' then
     -- these jobs' runs are over in Postgres (their items ended, or have new jobs): ARQ must

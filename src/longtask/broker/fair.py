@@ -25,11 +25,14 @@ module decides *when* a job is handed to it.
   every instant: a job can only run once it is dispatched. A lane that meets a cap is parked
   out of the ring, so a capped tenant costs dispatch nothing until one of its jobs ends.
 - **How much goes onto the ARQ queue.** Only while it holds fewer jobs (ARQ keeps a job there
-  until it ends, so running ones count) than the fleet runs at once plus a spare of the same size:
-  the fleet's capacity is the sum of the live workers' max_jobs, which each worker publishes with
-  its heartbeat. The spare lets ARQ start the next job the moment a slot frees (it starts jobs
-  from the ids it read at its last poll) and costs a newcomer at most one item turnover: its job
-  is dispatched within a turn or two and waits behind at most the spare.
+  until it ends, so running ones count) than the fleet runs at once plus a spare. The fleet's
+  capacity is the sum of the live workers' max_jobs, which each worker publishes with its
+  heartbeat. The spare lets ARQ start the next job the moment a slot frees (it starts jobs from
+  the ids it read at its last poll, and polls every 50 ms), but every spare job is one that a
+  newcomer's job waits behind. So it is what the fleet ends in SPARE_MS (a decaying average of
+  the rate jobs end at): a fleet of no-op jobs gets its whole capacity again as a spare and loses
+  no throughput, one of 3-second items gets a job or two, and either way the newcomer waits about
+  SPARE_MS longer than for the next slot to free.
 - **When dispatch runs.** In the same script call as an enqueue; when ARQ has ended a job (the
   worker's `after_job_end`: the slot is freed and the next job dispatched before ARQ frees its
   own slot); and from every worker's loop each second (deferred jobs coming due, a fleet grown).
@@ -74,7 +77,7 @@ log = logging.getLogger(__name__)
 
 DISPATCH_EVERY_SECONDS = 1.0  # each worker's safety net: deferred jobs due, capacity grown
 BATCH = 100  # jobs one call may dispatch (Redis runs a script alone: keep each call short)
-SPARE_PERCENT = 100  # jobs the ARQ queue may hold beyond what the fleet runs, in % of it
+SPARE_MS = 250  # the spare on the ARQ queue: the jobs the fleet ends in this long (5 ARQ polls)
 _ENQUEUE_BATCH = 500
 
 _script: AsyncScript | None = None
@@ -211,7 +214,7 @@ async def _call(redis: ArqRedis, settings: Settings, op: str, args: list[Any], *
     kinds = [part for pair in settings.kind_concurrency for part in pair]
     argv = [op, timestamp_ms() if now is None else now, redis_keys.fair_prefix(settings.queue_name),
             job_key_prefix, result_key_prefix, in_progress_key_prefix, redis.expires_extra_ms,
-            settings.tenant_concurrency, BATCH, SPARE_PERCENT,
+            settings.tenant_concurrency, BATCH, SPARE_MS,
             len(settings.kind_concurrency), *kinds, *args]
     try:
         done = await _script([settings.queue_name], argv, client=redis)
