@@ -24,6 +24,7 @@ import httpx
 
 from bench._report import Report, cli
 from bench._stack import Stack
+from bench.overhead import redis_commands
 from bench.submit import post_tasks
 from longtask.config import Settings
 from longtask.store import api_keys
@@ -33,23 +34,26 @@ OFF = {"LONGTASK_FAIR_DISPATCH": "0"}
 
 
 async def alone_round(stack: Stack, queue: str, tasks: int,
-                      env: dict[str, str]) -> tuple[float, float]:
+                      env: dict[str, str]) -> tuple[float, float, float]:
     """`tasks` no-op tasks of one tenant, submitted, then run by one worker: (submits per
-    second, items per second)."""
+    second, items per second, Redis commands per item run)."""
     assert stack.pool is not None
     web = await stack.web(f"web-{queue}", LONGTASK_QUEUE=queue, **env)
     ids: list[str] = []
     submits, _ = await post_tasks(web.url, stack.key, 50, tasks, ids=ids)
     stack.stop(web)
     await stack.analyze()
+    assert stack.redis is not None
+    commands = await redis_commands(stack.redis)  # type: ignore[arg-type]
     worker = (await stack.workers(1, f"worker-{queue}", LONGTASK_QUEUE=queue, **env))[0]
     await stack.wait_tasks_done(ids, timeout=1200)
     stack.stop(worker)
+    commands = await redis_commands(stack.redis) - commands  # type: ignore[arg-type]
     jobs, span = await stack.pool.fetchrow(
         "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))::float"
         " FROM task_items WHERE task_id = any($1::uuid[]) AND status = 'completed'", ids)
     assert jobs == tasks, f"{jobs} of {tasks} items completed"
-    return submits, jobs / span
+    return submits, jobs / span, commands / tasks
 
 
 async def two_tenants(stack: Stack, queue: str, items: int, seconds: float,
@@ -108,8 +112,8 @@ async def _submit(client: httpx.AsyncClient, items: int, seconds: float) -> str:
 async def run(report: Report, tasks: int, concurrency: int, rounds: int, items: int,
               seconds: float) -> None:
     slots = {"LONGTASK_WORKER_CONCURRENCY": str(concurrency)}
-    fair: list[tuple[float, float]] = []
-    before: list[tuple[float, float]] = []
+    fair: list[tuple[float, float, float]] = []
+    before: list[tuple[float, float, float]] = []
     waits: dict[str, tuple[float, int, int]] = {}
     async with Stack() as stack:
         for n in range(rounds):
@@ -122,12 +126,15 @@ async def run(report: Report, tasks: int, concurrency: int, rounds: int, items: 
 
     ratios = [f[1] / b[1] for b, f in zip(before, fair, strict=True)]
     middle = sorted(range(rounds), key=lambda n: ratios[n])[rounds // 2]
-    (submits_before, rate_before), (submits_fair, rate_fair) = before[middle], fair[middle]
+    (submits_before, rate_before, cmds_before), (submits_fair, rate_fair, cmds_fair) = \
+        before[middle], fair[middle]
     report.add("one tenant alone: no-op items", rate_fair, "items/s", baseline=rate_before,
                baseline_name="fair dispatch off", target=">= 90% of before",
                met=rate_fair >= 0.9 * rate_before)
     report.add("one tenant alone: POST /tasks", submits_fair, "tasks/s",
                baseline=submits_before, baseline_name="fair dispatch off")
+    report.add("one tenant alone: Redis commands per item run", cmds_fair, "cmds",
+               baseline=cmds_before, baseline_name="fair dispatch off")
     cap = Settings().tenant_concurrency
     for name, label in (("capped", f"A capped at {cap} (default)"),
                         ("turns", "A uncapped: turns alone")):

@@ -108,7 +108,7 @@ class Settings:
         "429 + `Retry-After`, and other tenants' go on")
     # fair dispatch across tenants (broker/fair.py)
     tenant_concurrency: int = setting(
-        "LONGTASK_TENANT_CONCURRENCY", parse.non_negative_int, 16,
+        "LONGTASK_TENANT_CONCURRENCY", parse.non_negative_int, 32,
         "items one tenant may have started or about to start, over the whole fleet; its other "
         "items wait their turn (`0`: no cap)")
     kind_concurrency: tuple[tuple[str, int], ...] = setting(

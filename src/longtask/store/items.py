@@ -206,6 +206,8 @@ async def ended_jobs(pool: asyncpg.Pool, job_ids: list[str]) -> list[str]:
     deleted, or waits for or runs under another job id now (a retry, the reaper, a retake).
     Job ids are never reused, so what this answers stays true."""
     pairs = [(item, job) for job in job_ids if (item := item_of_job(job)) is not None]
+    if not pairs:
+        return []
     rows = await pool.fetch(
         "SELECT u.job_id FROM unnest($1::uuid[], $2::text[]) AS u(item_id, job_id)"
         " LEFT JOIN task_items i ON i.id = u.item_id"
