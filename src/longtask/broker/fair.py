@@ -23,7 +23,8 @@ module decides *when* a job is handed to it.
 - **Caps.** A tenant's dispatched-and-unended jobs stay under LONGTASK_TENANT_CONCURRENCY (and a
   lane's under its kind's cap). Counting dispatched jobs, not started ones, keeps the promise at
   every instant: a job can only run once it is dispatched. A lane that meets a cap is parked
-  out of the ring, so a capped tenant costs dispatch nothing until one of its jobs ends.
+  out of the ring, so a capped tenant costs dispatch nothing until one of its jobs ends. (Why
+  the default cap is 32, not one worker's 16: the README's "Many tenants, one fleet".)
 - **How much goes onto the ARQ queue.** Only while it holds fewer jobs (ARQ keeps a job there
   until it ends, so running ones count) than the fleet runs at once plus a spare. The fleet's
   capacity is the sum of the live workers' max_jobs, which each worker publishes with its
