@@ -72,6 +72,10 @@ async def test_a_tenant_past_its_queue_depth_gets_429_and_the_others_go_on(
     assert theirs.status_code == 202
     stats = (await stack.client.get("/stats")).json()
     assert (stats["queued"], stats["queue_depth"]) == (3, 4)  # waiting: no worker runs
+    mine = (await stack.client.get("/tasks")).json()["tasks"][0]["id"]
+    assert (await stack.client.post(f"/tasks/{mine}/cancel")).status_code == 200
+    again = await stack.client.post("/tasks", json={"kind": "test.echo"})
+    assert again.status_code == 202  # its canceled items left its queue at once
 
 
 async def test_cors_answers_the_allowed_origin_only(make_stack: Any) -> None:

@@ -121,6 +121,21 @@ async def test_a_slot_is_freed_once_however_the_job_ends(arq: ArqRedis) -> None:
     assert set(await fair.dispatched(arq, s)) == now
 
 
+async def test_withdrawn_jobs_leave_their_lane(arq: ArqRedis) -> None:
+    s = settings(tenant_concurrency=1, worker_concurrency=4)
+    await fair.heartbeat(arq, s, "w", ttl=60)
+    a = jobs("a", 4)
+    await fair.enqueue(arq, s, a)
+    went = await queued(arq)
+    assert await fair.withdraw(arq, s, "a", "k", [j.job_id for j in a]) == 3  # not the one gone
+    mine = (await fair.depths(arq, QUEUE, "a"))[1]
+    assert (mine.waiting, mine.dispatched) == (0, 1)
+    (gone,) = went
+    await arq.zrem(QUEUE, gone)
+    assert await fair.finished(arq, s, gone) == 1
+    assert await queued(arq) == set()  # nothing else of A's was left to go
+
+
 async def test_a_job_already_known_is_not_enqueued_again(arq: ArqRedis) -> None:
     s = settings(worker_concurrency=1)
     a = jobs("a", 1)

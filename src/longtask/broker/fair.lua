@@ -178,6 +178,21 @@ if op == 'enqueue' then
         end
     end
     return {added, dispatch()}
+elseif op == 'withdraw' then
+    -- (lane, job ids): canceled before they went, they leave the lane; the lane leaves the ring
+    -- when dispatch next finds it empty
+    local lane = ARGV[arg0]
+    local tenant = split(lane)
+    local taken = 0
+    for i = arg0 + 1, #ARGV do
+        if redis.call('zrem', P .. 'wait:' .. lane, ARGV[i]) == 1 then
+            redis.call('hdel', BODY, ARGV[i])
+            add('w', -1)
+            add('w:' .. tenant, -1)
+            taken = taken + 1
+        end
+    end
+    return {taken, dispatch()}
 elseif op == 'dispatch' then
     return {0, dispatch()}
 elseif op == 'finished' then

@@ -64,7 +64,12 @@ from importlib import resources
 from typing import Any
 
 from arq import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.utils import timestamp_ms
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -158,6 +163,16 @@ async def sweep(redis: ArqRedis, settings: Settings) -> int:
     return (await _call(redis, settings, "sweep", []) or (0, 0))[0]
 
 
+async def withdraw(redis: ArqRedis, settings: Settings, tenant: str, kind: str,
+                   job_ids: Sequence[str]) -> int:
+    """Take the waiting jobs of canceled items out of their lane; the number taken. One already
+    dispatched is left to the sweep (its item is canceled, so it frees its slot unrun)."""
+    if not job_ids or not settings.fair_dispatch:
+        return 0
+    args = [lane(settings, tenant, kind), *job_ids]
+    return (await _call(redis, settings, "withdraw", args) or (0, 0))[0]
+
+
 async def dispatched(redis: ArqRedis, settings: Settings) -> list[str]:
     """The ids of the jobs holding a dispatch slot now."""
     if not settings.fair_dispatch:
@@ -214,7 +229,8 @@ async def _call(redis: ArqRedis, settings: Settings, op: str, args: list[Any], *
         _script = redis.register_script(source)
     kinds = [part for pair in settings.kind_concurrency for part in pair]
     argv = [op, timestamp_ms() if now is None else now, redis_keys.fair_prefix(settings.queue_name),
-            job_key_prefix, result_key_prefix, in_progress_key_prefix, redis.expires_extra_ms,
+            job_key_prefix, result_key_prefix, in_progress_key_prefix,
+            getattr(redis, "expires_extra_ms", expires_extra_ms),  # a plain client: ARQ's default
             settings.tenant_concurrency, BATCH, SPARE_MS,
             len(settings.kind_concurrency), *kinds, *args]
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -116,6 +116,7 @@ class Created:
 class Canceled:
     task: Task
     events: list[Event]  # empty when it was canceled already
+    withdrawn: list[str] = field(default_factory=list)  # the job ids of items that never started
 
 
 def item_job_id(item_id: str, attempt: int, retake: str = "") -> str:

@@ -55,6 +55,9 @@ async def cancel(deps: Deps, tenant: str, task_id: str) -> Task:
     if canceled.events:
         deps.outbox.send(canceled.events)
         await announce_cancel(deps.redis, canceled.task.id)
+        # out of the tenant's line at once: they count against its queue depth no more
+        await fair.withdraw(deps.redis, deps.settings, tenant, canceled.task.kind,
+                            canceled.withdrawn)
     return canceled.task
 
 
