@@ -45,13 +45,17 @@ module decides *when* a job is handed to it.
   ARQ queue, so no worker runs it); and the sweep, every reconcile, of dispatched jobs whose run
   Postgres says is over (a worker killed after its item ended but before ARQ ended the job, which
   ARQ would hold for job_timeout) or that ARQ holds nowhere (it dropped them before they ran).
+- **Cancel** takes a task's waiting jobs out of their lane at once, so they stop counting
+  against the tenant's queue depth; its dispatched ones free their slots at the next sweep.
 - **Redis loses everything** (restart, flush): the lanes and counts go with the ARQ queue, and
   the reconciler enqueues every pending item again from Postgres, as before. Items still running
   then are no longer counted, so a tenant may run over its cap until they end (one turnover).
 
 Every write happens in one Lua script (fair.lua), so each step is atomic however many web
-processes and workers call it. Its keys are made inside the script from one prefix, as ARQ's own
-scripts assume: plain Redis or Sentinel, not Redis Cluster. LONGTASK_FAIR_DISPATCH=0 puts jobs
+processes and workers call it. Its keys are made inside the script from one prefix (undeclared,
+and ARQ's keys share no hash slot either): plain Redis or Sentinel, not Redis Cluster. The cost:
+one more round trip per item (the worker's `after_job_end`) and about 2.5 times the Redis
+commands per item, nearly all inside scripts (bench.fairness). LONGTASK_FAIR_DISPATCH=0 puts jobs
 straight onto the ARQ queue, as before, with no caps, turns or tenant queue depth.
 """
 
