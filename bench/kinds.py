@@ -34,3 +34,11 @@ async def llm(ctx: longtask.JobContext, item: Any) -> dict[str, Any]:
     summariser = llm_of_worker.summariser(ctx)
     summary = await summariser.summarise(f"item {item}: a short text for the model to summarise.")
     return {"method": summary.method}
+
+
+@longtask.kind("bench.sleep", items=lambda params: [float(params.get("seconds", 1.0))
+                                                    for _ in range(int(params["items"]))])
+async def sleep(ctx: longtask.JobContext, seconds: float) -> None:
+    """`items` items of `seconds` each: a stand-in for items whose time is spent waiting
+    (an LLM call, a download), the turnover the fairness bench counts in."""
+    await ctx.sleep(seconds)

@@ -105,3 +105,18 @@ async def reporter(ctx: longtask.JobContext, payload: int) -> None:
 async def typed(ctx: longtask.JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Says back what it was given, which its schema checked at submit."""
     return {"colour": params["colour"], "count": params["count"], "tags": params.get("tags", [])}
+
+
+@longtask.kind("test.turnover", items=lambda params: [
+    {"seconds": params.get("seconds", 1.0)} for _ in range(int(params["items"]))])
+async def turnover(ctx: longtask.JobContext, payload: dict[str, Any]) -> None:
+    """Takes `seconds`, and counts in Redis how many items of its tenant run at once: each item
+    appends the count it saw as it started to `seen:<tenant>` (and `seen:<tenant>:<kind>`)."""
+    counters = [f"running:{ctx.tenant}", f"running:{ctx.tenant}:{ctx.kind}"]
+    for counter in counters:
+        await ctx.redis.rpush(counter.replace("running", "seen", 1), await ctx.redis.incr(counter))
+    try:
+        await ctx.sleep(payload["seconds"])
+    finally:
+        for counter in counters:
+            await ctx.redis.decr(counter)

@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 
 from longtask import samples
+from longtask.broker import fair
 from longtask.broker import keys as redis_keys
 from longtask.config import Settings
 from longtask.core.errors import Conflict, NotFound
@@ -314,6 +315,16 @@ async def cancel_open_tasks(pool: asyncpg.Pool, redis: Any, timeout: float = 15.
         return not await pool.fetchval("SELECT count(*) FROM task_items WHERE status = 'running'")
 
     await wait_for(stopped, timeout, "the running items of the canceled tasks to stop")
+
+
+async def assert_no_slot_held(redis: Any, queue: str, tenant: str) -> None:
+    """Every dispatch slot the tenant took was given back, once: none of its item jobs is
+    waiting or counted as dispatched (broker.fair)."""
+    async def settled() -> bool:
+        _, mine = await fair.depths(redis, queue, tenant)
+        return mine.waiting == 0 and mine.dispatched == 0
+
+    await wait_for(settled, timeout=15, what=f"{tenant}'s dispatch slots to be given back")
 
 
 class CuttableProxy:

@@ -1,5 +1,6 @@
-"""Backpressure and browsers: a tenant over its request rate or open-task limit gets 429, a full
-queue 503, each with Retry-After and the JSON error body; CORS answers only the allowed origins."""
+"""Backpressure and browsers: a tenant over its request rate, open-task limit or queue depth gets
+429, a full queue 503, each with Retry-After and the JSON error body; CORS answers only the
+allowed origins."""
 
 from __future__ import annotations
 
@@ -52,6 +53,29 @@ async def test_a_full_queue_answers_503_with_retry_after(make_stack: Any) -> Non
     assert full.status_code == 503
     assert full.json()["error"] == "queue_full" and int(full.headers["retry-after"]) > 0
     assert (await stack.client.get("/tasks")).status_code == 200  # reading is still fine
+
+
+async def test_a_tenant_past_its_queue_depth_gets_429_and_the_others_go_on(
+        make_stack: Any, pool: asyncpg.Pool) -> None:
+    stack = await make_stack(workers=0, LONGTASK_TENANT_QUEUE_DEPTH="3")
+    batch = {"kind": "test.fanout", "params": {"items": [{"name": str(i)} for i in range(3)]}}
+    assert (await stack.client.post("/tasks", json=batch)).status_code == 202
+    over = await stack.client.post("/tasks", json={"kind": "test.echo"})
+    assert over.status_code == 429
+    assert over.json()["error"] == "tenant_queue_full" and int(over.headers["retry-after"]) > 0
+    files = [("files", ("a.pdf", pdfs.many_pages_pdf(2), "application/pdf"))]
+    assert (await stack.client.post("/documents", files=files)).status_code == 429
+    other = await api_keys.create(pool, "tenant-b", "other")  # its own depth: empty
+    async with httpx.AsyncClient(base_url=stack.web.url) as client:
+        theirs = await client.post("/tasks", json={"kind": "test.echo"},
+                                   headers={"Authorization": f"Bearer {other}"})
+    assert theirs.status_code == 202
+    stats = (await stack.client.get("/stats")).json()
+    assert (stats["queued"], stats["queue_depth"]) == (3, 4)  # waiting: no worker runs
+    mine = (await stack.client.get("/tasks")).json()["tasks"][0]["id"]
+    assert (await stack.client.post(f"/tasks/{mine}/cancel")).status_code == 200
+    again = await stack.client.post("/tasks", json={"kind": "test.echo"})
+    assert again.status_code == 202  # its canceled items left its queue at once
 
 
 async def test_cors_answers_the_allowed_origin_only(make_stack: Any) -> None:

@@ -9,6 +9,7 @@ import uuid
 import httpx
 from redis.asyncio import Redis
 
+from longtask.broker import admission
 from longtask.config import Settings
 from tests.conftest import Tenant
 from tests.support import Web, Worker, sse_events, task_status, wait_for, wait_status
@@ -51,7 +52,7 @@ async def test_cancel_pending_task_never_runs(tenant_a: Tenant, worker: Worker,
     # the worker takes the queued job and must skip it
 
     async def queue_drained() -> bool:
-        return await redis.zcard(Settings().queue_name) == 0
+        return (await admission.depth(redis, Settings().queue_name)) == 0  # type: ignore[arg-type]
 
     await wait_for(queue_drained, what="the queued job to be taken")
     task = await task_status(tenant_a.client, task_id)

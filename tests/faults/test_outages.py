@@ -13,7 +13,14 @@ from longtask.broker import connection
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.conftest import Services
 from tests.faults.test_worker_crash import assert_exactly_once, batch
-from tests.support import CuttableProxy, fake_providers, sse_events, wait_for, wait_status
+from tests.support import (
+    CuttableProxy,
+    assert_no_slot_held,
+    fake_providers,
+    sse_events,
+    wait_for,
+    wait_status,
+)
 
 
 async def _batch_through(stack: Any, pool: asyncpg.Pool, seed: int, outage: Any) -> None:
@@ -31,6 +38,11 @@ async def _batch_through(stack: Any, pool: asyncpg.Pool, seed: int, outage: Any)
     seen = await watcher
     assert [s for s, _, _ in seen] == list(range(1, task["last_seq"] + 1))  # no gap, no dupe
     await assert_exactly_once(pool, task_id)
+    redis = await connection.connect(stack.env["REDIS_URL"])
+    try:  # what the outage left of the counts does not stay held
+        await assert_no_slot_held(redis, stack.env["LONGTASK_QUEUE"], "tenant-a")
+    finally:
+        await redis.aclose()
 
 
 async def test_redis_restarted_mid_batch(make_stack: Any, pool: asyncpg.Pool,

@@ -16,11 +16,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from longtask.testing import pdfs
 from longtask.testing.fake_openai import FakeOpenAI
 from tests.pgwire import HoldingProxy
-from tests.support import Worker, fake_providers, wait_for, wait_status
+from tests.support import Worker, assert_no_slot_held, fake_providers, wait_for, wait_status
 
 FILES = 20
 
@@ -92,6 +93,12 @@ async def kill_9_a_worker_five_times_during_a_batch(make_stack: Any, pool: async
         task = await wait_status(stack.client, task_id, {"completed", "failed"}, timeout=180)
         assert task["status"] == "completed" and task["items_failed"] == 0
         await assert_exactly_once(pool, task_id)
+        # each killed item's job gave its slot back (the reaper retired it), and only once
+        redis = Redis.from_url(stack.env["REDIS_URL"])
+        try:
+            await assert_no_slot_held(redis, stack.env["LONGTASK_QUEUE"], "tenant-a")
+        finally:
+            await redis.aclose()
         crashed = await pool.fetchval(
             "SELECT count(*) FROM task_events WHERE task_id = $1 AND type = 'item'"
             " AND data->'error'->>'code' = 'lease_expired'", task_id)

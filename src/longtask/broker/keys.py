@@ -42,6 +42,12 @@ def worker_metrics_index(queue: str) -> str:
     return f"{PREFIX}:metrics:{queue}"
 
 
+def fair_prefix(queue: str) -> str:
+    """The prefix of fair dispatch's keys for `queue` (the lanes, the ring, the counts; the
+    names under it are made by broker/fair.lua)."""
+    return f"{PREFIX}:fair:{queue}:"
+
+
 def arq_in_progress(job_id: str) -> str:
     """ARQ's marker that some worker has taken a job (held until the job ends or job_timeout)."""
     return f"{arq_constants.in_progress_key_prefix}{job_id}"

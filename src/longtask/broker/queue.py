@@ -71,10 +71,19 @@ async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) ->
 def _job_args(arq: ArqRedis, job: PendingJob) -> list[Any]:
     """ARGV for one job, as `ArqRedis.enqueue_job` would write it: id, score, expiry, body."""
     now = timestamp_ms()
+    score = due_ms(job, now)
+    return [job.job_id, score, score - now + arq.expires_extra_ms, job_body(job, now)]
+
+
+def due_ms(job: PendingJob, now: int) -> int:
+    """When the job may start, as an ARQ score: its `run_after`, or now."""
     score = to_unix_ms(job.run_after) if isinstance(job.run_after, datetime) else now
-    score = max(score, now)
-    body = serialize_job(RUN_ITEM, (job.item_id,), {}, None, now, serializer=dumps)
-    return [job.job_id, score, score - now + arq.expires_extra_ms, body]
+    return max(score, now)
+
+
+def job_body(job: PendingJob, now: int) -> bytes:
+    """The job as ARQ stores it (its key's value), enqueued at `now`."""
+    return serialize_job(RUN_ITEM, (job.item_id,), {}, None, now, serializer=dumps)
 
 
 async def taken(arq: ArqRedis, jobs: list[PendingJob]) -> list[bool]:

@@ -123,7 +123,7 @@ class Settings:
         "schedules a tenant may have; past it: 429")
     max_queue_depth: int = setting(
         "LONGTASK_MAX_QUEUE_DEPTH", parse.positive_int, 100_000,
-        "jobs waiting in the queue, all tenants; past it submits get 503 + `Retry-After`")
+        "item jobs waiting or running, all tenants; past it submits get 503 + `Retry-After`")
     max_streams: int = setting(
         "LONGTASK_MAX_STREAMS", parse.positive_int, 1000,
         "event streams (SSE and WebSocket together) a tenant may have open, counted across all "
@@ -143,6 +143,23 @@ class Settings:
     min_schedule_seconds: int = setting(
         "LONGTASK_MIN_SCHEDULE_SECONDS", parse.positive_int, 60,
         "the shortest time between two firings of a schedule (422 for a cron more frequent)")
+    tenant_queue_depth: int = setting(
+        "LONGTASK_TENANT_QUEUE_DEPTH", parse.positive_int, 10_000,
+        "item jobs one tenant may have waiting or running; past it that tenant's submits get "
+        "429 + `Retry-After`, and other tenants' go on")
+    # fair dispatch across tenants (broker/fair.py)
+    tenant_concurrency: int = setting(
+        "LONGTASK_TENANT_CONCURRENCY", parse.non_negative_int, 32,
+        "items one tenant may have started or about to start, over the whole fleet; its other "
+        "items wait their turn (`0`: no cap)")
+    kind_concurrency: tuple[tuple[str, int], ...] = setting(
+        "LONGTASK_KIND_CONCURRENCY", parse.kind_caps, (),
+        "caps of their own for some kinds, per tenant and within its cap, e.g. "
+        "`ingest=4,agent=2` (unset: none)")
+    fair_dispatch: bool = setting(
+        "LONGTASK_FAIR_DISPATCH", parse.flag, True,
+        "`0`: item jobs go straight onto the one ARQ queue, first come first served, as before "
+        "fair dispatch (no tenant caps, no turns, no tenant queue depth)")
     # providers: an OpenAI-compatible endpoint each, or the offline defaults when unset
     llm_url: str | None = setting(
         "LONGTASK_LLM_URL", parse.url, None, shown="offline",

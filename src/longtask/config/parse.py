@@ -79,6 +79,18 @@ def origins(raw: str) -> tuple[str, ...]:
     return found
 
 
+def kind_caps(raw: str) -> tuple[tuple[str, int], ...]:
+    """`ingest=4,agent=2`: a cap per kind name."""
+    caps: dict[str, int] = {}
+    for part in csv(raw):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError("must be kind=number pairs, comma-separated, e.g. ingest=4,agent=2")
+        caps[name] = positive_int(value.strip())
+    return tuple(caps.items())
+
+
 def rates(raw: str) -> str:
     if raw.lower() in ("off", "none", "0"):
         return ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -78,6 +78,8 @@ class PendingJob:
     job_id: str
     run_after: Any
     attempt: int = 1  # the attempt this job runs (claims so far + 1)
+    tenant: str = ""  # whose turn it waits for, and whose caps it counts against
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Created:
 class Canceled:
     task: Task
     events: list[Event]  # empty when it was canceled already
+    withdrawn: list[str] = field(default_factory=list)  # the job ids of items that never started
 
 
 @dataclass(frozen=True)
@@ -146,3 +149,9 @@ class ApiKey:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+
+
+def item_of_job(job_id: str) -> str | None:
+    """The item an item job id (`item_job_id`) runs; None for another job (ARQ's cron jobs)."""
+    parts = job_id.split(":")
+    return parts[1] if len(parts) >= 3 and parts[0] == "item" else None

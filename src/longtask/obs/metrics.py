@@ -216,7 +216,8 @@ class _Scraped(Collector):
                 tasks.add_metric([kind, status], count)
             yield tasks
         if snap.queue_depth is not None:
-            yield GaugeMetricFamily("longtask_queue_depth", "Item jobs waiting in the queue",
+            yield GaugeMetricFamily("longtask_queue_depth",
+                                    "Item jobs waiting their turn or on the ARQ queue",
                                     value=snap.queue_depth)
         if snap.workers_alive is not None:
             yield GaugeMetricFamily("longtask_workers_alive", "Workers with a live heartbeat",

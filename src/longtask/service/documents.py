@@ -32,7 +32,7 @@ async def ensure_room(deps: Deps, tenant: str) -> None:
     """Refuse before the body is read: no point storing files for a task that cannot be made,
     or when the tenant's files fill its storage quota already."""
     if deps.admission is not None:
-        await deps.admission.room_in_queue()
+        await deps.admission.room_in_queue(tenant)
     await task_store.ensure_room(deps.pool, tenant, deps.settings.max_open_tasks)
     quota = deps.settings.max_tenant_bytes
     stored = await file_store.stored_bytes(deps.pool, tenant)

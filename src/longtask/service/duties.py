@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from longtask.broker import queue
+from longtask.broker import fair, queue
 from longtask.broker.outbox import announce_cancel
 from longtask.core.models import PendingJob
 from longtask.service.deps import Deps
@@ -25,13 +25,15 @@ async def reap(deps: Deps) -> int:
     their job) to another worker now, not after ARQ's job_timeout; end tasks past their
     deadline. The number of items and tasks moved."""
     settings = deps.settings
-    jobs, events = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
-                                                  settings.queue_name)
-    jobs += await _unclaimed(deps)
+    expired = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
+                                             settings.queue_name)
+    jobs = expired.jobs + await _unclaimed(deps)
     ended = await task_store.expire_deadlines(deps.pool)
-    deps.outbox.send(events + ended)
+    deps.outbox.send(expired.events + ended)
     for event in ended:
         await announce_cancel(deps.redis, event.task_id)
+    # the dead workers' jobs give their slots back (and never run) before the new ones queue
+    await fair.retire(deps.redis, settings, expired.retired)
     return await enqueue(deps, jobs) + len(ended)
 
 
@@ -39,7 +41,16 @@ async def reconcile(deps: Deps) -> int:
     """Enqueue what Postgres holds as pending but Redis may have lost (restart, flush); ARQ
     ignores a job id it still holds. A pending item whose job a worker took long ago without
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
-    one until job_timeout."""
+    one until job_timeout.
+
+    First, the dispatch slots of jobs that ended unseen go back to their tenants: a worker
+    killed after its item ended but before ARQ ended the job (which ARQ holds for job_timeout),
+    or a job ARQ dropped before it ran (see broker.fair)."""
+    settings = deps.settings
+    over = await item_store.ended_jobs(deps.pool, await fair.dispatched(deps.redis, settings))
+    freed = await fair.retire(deps.redis, settings, over) + await fair.sweep(deps.redis, settings)
+    if freed:
+        log.warning("%d dispatched job(s) ended unseen; their tenants' slots are free", freed)
     pending = await item_store.pending_jobs(deps.pool, RECONCILE_AFTER_SECONDS,
                                             RECONCILE_HORIZON_SECONDS, deps.settings.queue_name)
     if not pending:
@@ -49,8 +60,18 @@ async def reconcile(deps: Deps) -> int:
     if lost:
         log.warning("%d item job(s) were taken by a worker that never claimed them", len(lost))
         pending = [job for job, held in zip(pending, taken) if not held]
-        pending += await item_store.retake(deps.pool, lost)
+        pending += await _retake(deps, lost)
     return await enqueue(deps, pending)
+
+
+async def _retake(deps: Deps, lost: list[PendingJob]) -> list[PendingJob]:
+    """New job ids for items whose job a worker took and never claimed; the old jobs give their
+    dispatch slots back now, not when ARQ's in-progress marker expires."""
+    retaken = await item_store.retake(deps.pool, lost)
+    again = {job.item_id for job in retaken}
+    await fair.retire(deps.redis, deps.settings,
+                      [job.job_id for job in lost if job.item_id in again])
+    return retaken
 
 
 async def _unclaimed(deps: Deps) -> list[PendingJob]:
@@ -71,4 +92,4 @@ async def _unclaimed(deps: Deps) -> list[PendingJob]:
         return []
     log.warning("%d item job(s) were taken by a worker that never claimed them within a lease",
                 len(lost))
-    return await item_store.retake(deps.pool, lost)
+    return await _retake(deps, lost)

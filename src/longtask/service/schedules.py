@@ -114,10 +114,10 @@ async def _create(conn: Any, deps: Deps, registry: Registry,
 
 async def _admit(deps: Deps, tenant: str) -> None:
     """What a submit passes before its task is stored: the tenant's request rate, and room in
-    the queue (the open-task cap is checked as the task is stored)."""
+    its queue and the queue of all (the open-task cap is checked as the task is stored)."""
     if deps.admission is not None:
         await deps.admission.request(tenant)
-        await deps.admission.room_in_queue()
+        await deps.admission.room_in_queue(tenant)
 
 
 class _Moved(Exception):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from longtask.broker import queue
+from longtask.broker import fair
 from longtask.broker.outbox import announce_cancel
 from longtask.core.kinds import Kind, params_hash
 from longtask.core.models import Created, NewItem, PendingJob, Task
@@ -31,9 +31,9 @@ async def create(deps: Deps, tenant: str, kind: str, params: Any, items: list[Ne
                  idempotency_key: str | None = None, deadline_seconds: float | None = None,
                  run_at: datetime | None = None, retry_of: str | None = None) -> Created:
     """Store a task with its items, then enqueue them: Unavailable when the queue is full,
-    LimitReached when the tenant has its most open tasks."""
+    LimitReached when the tenant has its most open tasks or queued jobs."""
     if deps.admission is not None:
-        await deps.admission.room_in_queue()
+        await deps.admission.room_in_queue(tenant)
     created = await task_store.create(
         deps.pool, tenant=tenant, kind=kind, params=params, items=items,
         idempotency_key=idempotency_key,
@@ -57,6 +57,9 @@ async def cancel(deps: Deps, tenant: str, task_id: str) -> Task:
     if canceled.events:
         deps.outbox.send(canceled.events)
         await announce_cancel(deps.redis, canceled.task.id)
+        # out of the tenant's line at once: they count against its queue depth no more
+        await fair.withdraw(deps.redis, deps.settings, tenant, canceled.task.kind,
+                            canceled.withdrawn)
     return canceled.task
 
 
@@ -66,8 +69,9 @@ async def delete(deps: Deps, tenant: str, task_id: str) -> None:
 
 
 async def enqueue(deps: Deps, jobs: list[PendingJob]) -> int:
-    """Enqueue committed item jobs (after the commit: the reconciler covers a failure here)."""
-    added = await queue.enqueue(deps.redis, deps.settings.queue_name, jobs)
-    if deps.admission is not None:
-        deps.admission.enqueued(added)
+    """Enqueue committed item jobs, each to wait for its tenant's turn (after the commit: the
+    reconciler covers a failure here)."""
+    added = await fair.enqueue(deps.redis, deps.settings, jobs)
+    if deps.admission is not None and jobs:
+        deps.admission.enqueued(jobs[0].tenant, added)  # the web enqueues one tenant's at a time
     return added

@@ -7,12 +7,20 @@ its lease (it stalled, the reaper gave the item to another) writes nothing more.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 
 from longtask.core.events import Event
-from longtask.core.models import Claim, Finished, PendingJob, Report, item_job_id
+from longtask.core.models import (
+    Claim,
+    Finished,
+    PendingJob,
+    Report,
+    item_job_id,
+    item_of_job,
+)
 from longtask.core.status import ACTIVE_SQL
 from longtask.store import events
 
@@ -93,7 +101,8 @@ async def _requeue(pool: asyncpg.Pool, item_id: str, owner: str, attempt: int, d
     if row is None:
         return None
     event = events.stored_event(str(row["task_id"]), row["event"]) if row["event"] else None
-    return PendingJob(item_id, row["job_id"], row["run_after"], row["attempts"] + 1), event
+    return PendingJob(item_id, row["job_id"], row["run_after"], row["attempts"] + 1,
+                      tenant=row["tenant"], kind=row["kind"]), event
 
 
 # The item back to pending and its `retrying` event (the task's next sequence number) in one
@@ -109,7 +118,7 @@ WITH item AS (
         updated_at = now()
     WHERE id = $1 AND lease_owner = $2 AND status = 'running'
     AND (NOT $6 OR lease_expires_at < now())
-    RETURNING task_id, idx, name, attempts, job_id, run_after
+    RETURNING task_id, idx, name, attempts, job_id, run_after, tenant
 ), task AS (
     UPDATE tasks t SET last_seq = t.last_seq + 1, updated_at = now()
     FROM item WHERE t.id = item.task_id AND t.status IN {ACTIVE_SQL}
@@ -122,7 +131,8 @@ WITH item AS (
     FROM task, item
     RETURNING seq, type, data, created_at
 )
-SELECT item.task_id, item.attempts, item.job_id, item.run_after,
+SELECT item.task_id, item.attempts, item.job_id, item.run_after, item.tenant,
+    (SELECT kind FROM tasks WHERE id = item.task_id) AS kind,
     (SELECT jsonb_build_object('seq', seq, 'type', type, 'data', data, 'at', created_at)
      FROM event) AS event
 FROM item
@@ -140,18 +150,27 @@ async def finish(pool: asyncpg.Pool, item_id: str, owner: str, status: str, *,
                     got["items_failed"])
 
 
+@dataclass(frozen=True)
+class Expired:
+    """What the reaper did: the items' new jobs, their events, and the job ids they left behind
+    (each held a dispatch slot that its dead worker never gave back)."""
+
+    jobs: list[PendingJob]
+    events: list[Event]
+    retired: list[str]
+
+
 async def expire_leases(pool: asyncpg.Pool, max_attempts: int, queue: str,
-                        limit: int = 500) -> tuple[list[PendingJob], list[Event]]:
+                        limit: int = 500) -> Expired:
     """Hand items whose worker stopped heartbeating to the queue again, each under its next
     attempt's job id; an item that has used up its attempts this way fails as `crashed`."""
     # two reapers may read the same rows: the conditional writes below let only one act
     rows = await pool.fetch(
-        "SELECT i.id, i.attempts, i.lease_owner FROM task_items i"
+        "SELECT i.id, i.attempts, i.lease_owner, i.job_id FROM task_items i"
         " JOIN tasks t ON t.id = i.task_id AND t.queue = $2"
         " WHERE i.status = 'running' AND i.lease_expires_at < now()"
         " ORDER BY i.lease_expires_at LIMIT $1", limit, queue)
-    jobs: list[PendingJob] = []
-    out: list[Event] = []
+    done = Expired([], [], [])
     for row in rows:
         item_id = str(row["id"])
         error = {"code": "lease_expired",
@@ -159,14 +178,17 @@ async def expire_leases(pool: asyncpg.Pool, max_attempts: int, queue: str,
         if row["attempts"] >= max_attempts:
             ended = await finish(pool, item_id, row["lease_owner"], "failed", error={
                 "code": "crashed", "message": f"its worker died {row['attempts']} times"})
-            out += ended.events if ended else []
+            if ended is not None:
+                done.events.extend(ended.events)
+                done.retired.append(row["job_id"])
             continue
         requeued = await _requeue(pool, item_id, row["lease_owner"], row["attempts"], 0.0,
                                   error, expired_only=True)
         if requeued is not None:
-            jobs.append(requeued[0])
-            out += [requeued[1]] if requeued[1] else []
-    return jobs, out
+            done.jobs.append(requeued[0])
+            done.events.extend([requeued[1]] if requeued[1] else [])
+            done.retired.append(row["job_id"])
+    return done
 
 
 async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_seconds: float,
@@ -175,7 +197,7 @@ async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_se
     Items deferred past the horizon are left out: Postgres holds them, and they come back here
     before their time (so thousands of far-off deferred tasks never crowd out lost jobs)."""
     rows = await pool.fetch(
-        "SELECT i.id, i.job_id, i.run_after, i.attempts FROM task_items i"
+        "SELECT i.id, i.job_id, i.run_after, i.attempts, t.tenant, t.kind FROM task_items i"
         " JOIN tasks t ON t.id = i.task_id AND t.queue = $4"
         f" WHERE i.status = 'pending' AND t.status IN {ACTIVE_SQL}"
         " AND i.updated_at < now() - make_interval(secs => $1)"
@@ -183,8 +205,8 @@ async def pending_jobs(pool: asyncpg.Pool, older_than_seconds: float, horizon_se
         " ORDER BY i.created_at LIMIT $2",
         older_than_seconds, limit, horizon_seconds, queue,
     )
-    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1)
-            for r in rows]
+    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"], r["attempts"] + 1,
+                       tenant=r["tenant"], kind=r["kind"]) for r in rows]
 
 
 async def retake(pool: asyncpg.Pool, jobs: list[PendingJob]) -> list[PendingJob]:
@@ -197,7 +219,24 @@ async def retake(pool: asyncpg.Pool, jobs: list[PendingJob]) -> list[PendingJob]
         " RETURNING i.id, i.job_id, i.run_after",
         [j.item_id for j in jobs], [j.job_id for j in jobs],
         [item_job_id(j.item_id, j.attempt, uuid.uuid4().hex[:8]) for j in jobs])
-    return [PendingJob(str(r["id"]), r["job_id"], r["run_after"]) for r in rows]
+    before = {job.item_id: job for job in jobs}
+    return [replace(before[str(r["id"])], job_id=r["job_id"], run_after=r["run_after"])
+            for r in rows]
+
+
+async def ended_jobs(pool: asyncpg.Pool, job_ids: list[str]) -> list[str]:
+    """Of these item job ids, those whose run is over for good: the item has ended, was
+    deleted, or waits for or runs under another job id now (a retry, the reaper, a retake).
+    Job ids are never reused, so what this answers stays true."""
+    pairs = [(item, job) for job in job_ids if (item := item_of_job(job)) is not None]
+    if not pairs:
+        return []
+    rows = await pool.fetch(
+        "SELECT u.job_id FROM unnest($1::uuid[], $2::text[]) AS u(item_id, job_id)"
+        " LEFT JOIN task_items i ON i.id = u.item_id"
+        f" WHERE i.id IS NULL OR i.job_id <> u.job_id OR i.status NOT IN {ACTIVE_SQL}",
+        [item for item, _ in pairs], [job for _, job in pairs])
+    return [r["job_id"] for r in rows]
 
 
 async def list_for_task(pool: asyncpg.Pool, tenant: str, task_id: str) -> list[dict[str, Any]]:

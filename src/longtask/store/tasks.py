@@ -94,7 +94,7 @@ async def create(
                 raise _no_room(max_open)
             raise Conflict("the task made with this Idempotency-Key was deleted",
                            code="idempotency")
-    jobs = [PendingJob(i, j, run_at) for i, j in zip(item_ids, job_ids)]
+    jobs = [PendingJob(i, j, run_at, tenant=tenant, kind=kind) for i, j in zip(item_ids, job_ids)]
     return Created(_task(row), jobs, replayed=False)
 
 
@@ -163,12 +163,13 @@ async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
             if task.status == "canceled":
                 return Canceled(task, [])
             raise Conflict(f"task {task_id} has already {task.status}", code="task_finished")
-        skipped = await conn.fetchval(
-            "WITH c AS (UPDATE task_items SET status = 'canceled', progress = 100,"
+        withdrawn = [r["job_id"] for r in await conn.fetch(
+            "UPDATE task_items SET status = 'canceled', progress = 100,"
             " finished_at = now(), updated_at = now() WHERE task_id = $1 AND status = 'pending'"
-            " RETURNING 1) SELECT count(*) FROM c",
+            " RETURNING job_id",
             task_id,
-        )
+        )]
+        skipped = len(withdrawn)
         if skipped:
             row = await conn.fetchrow(
                 f"UPDATE tasks SET items_done = items_done + $2 WHERE id = $1 RETURNING {_COLUMNS}",
@@ -177,7 +178,7 @@ async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
         task = _task(returned(row))
         event = await insert_at(conn, task_id, tenant, task.last_seq, "status",
                                 {"status": "canceled"})
-    return Canceled(task, [event])
+    return Canceled(task, [event], withdrawn)
 
 
 async def failed_items(pool: asyncpg.Pool, tenant: str, task_id: str) -> tuple[Task, list[NewItem]]:

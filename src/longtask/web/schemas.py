@@ -101,6 +101,7 @@ SCHEMAS: dict[str, Any] = {
             "text": {"type": "string"}, "score": {"type": "number"}}}}}},
     "Stats": {"type": "object", "required": ["tasks", "queue_depth", "workers_alive"],
               "properties": {"tasks": {"type": "object"}, "queue_depth": {"type": "integer"},
+                             "queued": {"type": "integer"},
                              "workers_alive": {"type": "integer"},
                              "open_streams": {"type": "integer"},
                              "storage": {"type": "object", "properties": {

@@ -18,7 +18,7 @@ from arq import cron
 from arq.worker import Retry, func, run_worker
 from redis.exceptions import RedisError
 
-from longtask.broker import connection, embed_rpc, published, queue
+from longtask.broker import connection, embed_rpc, fair, published, queue
 from longtask.broker import keys as redis_keys
 from longtask.config import Settings, require_services
 from longtask.core.kinds import Registry
@@ -80,6 +80,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         await webhooks.register(services.deps)  # with a URL, ended tasks get a webhook
         if settings.webhook_url:  # sent by every worker, outside the job slots
             background.append(asyncio.create_task(webhooks.deliver(services.deps, metrics)))
+        background.append(asyncio.create_task(_dispatch(services)))
         if not settings.embed_url:  # the offline model: serve query embeddings, load it now
             embedder = services.resource("embedder",
                                          lambda: providers.embedder(settings, services.http))
@@ -100,6 +101,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 await _push_metrics(services)  # what the last items added, for a last scrape
             with contextlib.suppress(RedisError, OSError):
                 await services.redis.delete(redis_keys.worker_key(services.worker_id))
+            await fair.leave(services.redis, settings, services.worker_id, _heartbeat_ttl(settings))
             await services.close()
         for close_metrics in stop_metrics:
             close_metrics()
@@ -110,6 +112,14 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         except DEPENDENCY_ERRORS as exc:  # could not even claim it: ARQ runs it again soon
             log.warning("job %s: a backing service is away (%r); retrying", ctx["job_id"], exc)
             raise Retry(defer=min(2 * ctx["job_try"], 15)) from None
+
+    async def after_job(ctx: dict[str, Any]) -> None:
+        """ARQ has ended a run of a job (its slot is still held): free the job's dispatch slot
+        and dispatch the next one, so ARQ finds it at once. Never raises: ARQ would stop."""
+        try:
+            await fair.finished(ctx["redis"], settings, ctx["job_id"])
+        except Exception:  # the sweep frees the slot instead
+            log.exception("job %s: its dispatch slot was not freed", ctx.get("job_id"))
 
     async def purge(ctx: dict[str, Any]) -> int:
         """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, uploads
@@ -126,6 +136,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "after_job_end": after_job,
         # our client, not one ARQ makes from RedisSettings: the same as the web's, Sentinel too
         "redis_pool": connection.pool(redis_url, connection.WORKER_RETRIES),
         "queue_name": settings.queue_name,
@@ -195,6 +206,18 @@ async def _duty(services: Services, name: str, every: float,
         await asyncio.sleep(every)
 
 
+async def _dispatch(services: Services) -> None:
+    """Every worker, each second: dispatch what may go now (deferred jobs come due, the fleet
+    grew, a freed slot was missed). No lock: each call is one atomic script, and cheap when
+    there is nothing to do."""
+    while True:
+        try:
+            await fair.dispatch(services.redis, services.settings)
+        except Exception:  # a bug, not an outage (that is logged and retried in there)
+            log.exception("dispatch failed")
+        await asyncio.sleep(fair.DISPATCH_EVERY_SECONDS)
+
+
 async def _warm(embedder: LocalEmbedder) -> None:
     try:
         await embedder.warm()
@@ -204,14 +227,23 @@ async def _warm(embedder: LocalEmbedder) -> None:
 
 async def _announce(services: Services, running: Running) -> None:
     """Keep this worker's heartbeat key alive in Redis, for /ready and /stats."""
+    settings = services.settings
     key = redis_keys.worker_key(services.worker_id)
-    every = services.settings.heartbeat_seconds
     started = time.time()
     while True:
-        info = {"id": services.worker_id, "started": started, "running": len(running)}
+        info = {"id": services.worker_id, "started": started, "running": len(running),
+                "max_jobs": settings.worker_concurrency}
+        # the fleet's capacity first: once the key below is seen, dispatch knows of this worker
+        await fair.heartbeat(services.redis, settings, services.worker_id,
+                             _heartbeat_ttl(settings))
         with contextlib.suppress(RedisError, OSError):
-            await services.redis.set(key, json.dumps(info), ex=max(int(every * 3), 3))
-        await asyncio.sleep(every)
+            await services.redis.set(key, json.dumps(info), ex=int(_heartbeat_ttl(settings)))
+        await asyncio.sleep(settings.heartbeat_seconds)
+
+
+def _heartbeat_ttl(settings: Settings) -> float:
+    """How long a worker's heartbeat counts without the next one: three beats, 3 s at least."""
+    return float(max(int(settings.heartbeat_seconds * 3), 3))
 
 
 async def _publish_metrics(services: Services) -> None:

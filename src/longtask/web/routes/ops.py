@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from longtask.broker import admission, published
+from longtask.broker import admission, fair, published
 from longtask.broker import keys as redis_keys
 from longtask.core.errors import NotFound, Unauthenticated
 from longtask.obs.metrics import CONTENT_TYPE, Snapshot
@@ -54,9 +54,11 @@ async def stats(request: Request) -> Response:
     for kind, status, n in await task_store.counts(state.pool, tenant):
         by_status[status] = by_status.get(status, 0) + n
         by_kind.setdefault(kind, {})[status] = n
+    _, mine = await fair.depths(state.arq, state.settings.queue_name, tenant)
     return JSONResponse({
         "tasks": {"by_status": by_status, "by_kind": by_kind},
         "queue_depth": await admission.depth(state.arq, state.settings.queue_name),
+        "queued": mine.total,  # this tenant's item jobs waiting or running
         "workers_alive": await _workers_alive(state.arq),
         "open_streams": state.hub.listeners,
         "storage": {"bytes": await file_store.stored_bytes(state.pool, tenant),
