@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,27 @@ from tests.support import (
 STEPS = {"kind": "test.fanout", "params": {"items": [{"name": f"f{i}"} for i in range(4)]}}
 
 
+Timed = list[tuple[int, str, dict[str, Any], Any]]
+
+
+async def reconnect_gets_exactly_what_was_missed(
+        client: httpx.AsyncClient, redis: Redis) -> tuple[str, Timed, Timed]:
+    """A client that drops after two events and comes back with Last-Event-ID gets the rest:
+    nothing missed, nothing twice, each event at the same time as in a replay of the whole.
+    Returns the task's id, the events before the drop and those after."""
+    gate = f"gate:reconnect:{uuid.uuid4().hex[:8]}"
+    task_id: str = (await client.post(
+        "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
+    first = await sse_timed_events(client, task_id, limit=2)  # then the client drops
+    await redis.set(gate, 1)  # the task goes on while the client is away
+    await wait_status(client, task_id, {"completed"})
+    rest = await sse_timed_events(client, task_id, last_event_id=first[-1][0])
+    whole = await sse_timed_events(client, task_id)
+    assert first + rest == whole
+    _assert_consecutive(whole)
+    return task_id, first, rest
+
+
 def _assert_consecutive(events: list[tuple[Any, ...]], start: int = 1) -> None:
     assert [e[0] for e in events] == list(range(start, start + len(events)))
 
@@ -52,16 +74,7 @@ async def test_every_event_in_order_with_id_equal_to_sequence(tenant_a: Tenant,
 
 async def test_reconnect_with_last_event_id_gets_exactly_what_was_missed(
         tenant_a: Tenant, live_worker: Worker, redis: Redis) -> None:
-    gate = "gate:reconnect"
-    task_id = (await tenant_a.client.post(
-        "/tasks", json={"kind": "test.echo", "params": {"gate": gate}})).json()["id"]
-    first = await sse_timed_events(tenant_a.client, task_id, limit=2)  # then the client drops
-    await redis.set(gate, 1)  # the task goes on while the client is away
-    await wait_status(tenant_a.client, task_id, {"completed"})
-    rest = await sse_timed_events(tenant_a.client, task_id, last_event_id=first[-1][0])
-    whole = await sse_timed_events(tenant_a.client, task_id)
-    assert first + rest == whole  # nothing missed, nothing twice; each at the same time
-    _assert_consecutive(whole)
+    task_id, first, rest = await reconnect_gets_exactly_what_was_missed(tenant_a.client, redis)
     assert len(rest) >= 6
     via_query = await sse_timed_events(tenant_a.client, task_id,
                                        params={"after": str(first[-1][0])})

@@ -239,10 +239,17 @@ async def delete(pool: asyncpg.Pool, tenant: str, task_id: str) -> None:
 
 async def purge_finished(pool: asyncpg.Pool, older_than_days: float, batch: int = 1000) -> int:
     """Delete tasks that ended more than `older_than_days` ago; the retention cron calls this."""
+    return await purge_ended(pool, "tasks", older_than_days, batch)
+
+
+async def purge_ended(pool: asyncpg.Pool, table: str, older_than_days: float,
+                      batch: int = 1000) -> int:
+    """Delete the rows of `table` (one of ours, with a `finished_at`) that ended more than
+    `older_than_days` ago, `batch` rows per statement so no statement holds many locks."""
     total = 0
     while True:
         deleted: int = await pool.fetchval(
-            "WITH d AS (DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
+            f"WITH d AS (DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
             " WHERE finished_at < now() - make_interval(secs => $1) LIMIT $2) RETURNING 1)"
             " SELECT count(*) FROM d",
             older_than_days * 86400, batch,

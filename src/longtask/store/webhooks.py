@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from longtask.core.models import WebhookDelivery
+from longtask.store.tasks import purge_ended
 
 
 async def register(pool: asyncpg.Pool, queue: str, enabled: bool) -> None:
@@ -73,15 +74,7 @@ async def give_up(pool: asyncpg.Pool, delivery: WebhookDelivery, status: int | N
 
 async def purge(pool: asyncpg.Pool, older_than_days: float, batch: int = 1000) -> int:
     """Delete deliveries sent or given up more than `older_than_days` ago (the retention cron)."""
-    total = 0
-    while True:
-        deleted: int = await pool.fetchval(
-            "WITH d AS (DELETE FROM webhook_deliveries WHERE id IN (SELECT id"
-            " FROM webhook_deliveries WHERE finished_at < now() - make_interval(secs => $1)"
-            " LIMIT $2) RETURNING 1) SELECT count(*) FROM d", older_than_days * 86400, batch)
-        total += deleted
-        if deleted < batch:
-            return total
+    return await purge_ended(pool, "webhook_deliveries", older_than_days, batch)
 
 
 async def _record(pool: asyncpg.Pool, delivery: WebhookDelivery, assignments: str,
