@@ -55,7 +55,7 @@ def a_job(made: list[PendingJob], among: set[str]) -> PendingJob:
 async def end(arq: ArqRedis, s: Settings, job: PendingJob) -> int:
     """What ARQ does when a job ends (it leaves the queue), then the worker's after_job_end."""
     await arq.zrem(QUEUE, job.job_id)
-    return await fair.finished(arq, s, job.job_id)
+    return await fair.finished(arq, s, [job.job_id])
 
 
 async def test_tenants_take_turns(arq: ArqRedis) -> None:
@@ -70,7 +70,7 @@ async def test_tenants_take_turns(arq: ArqRedis) -> None:
     for job_id in sorted(first):  # each job that ends lets the next go: A's turn, B's, A's
         before = await queued(arq) - {job_id}
         await arq.zrem(QUEUE, job_id)
-        await fair.finished(arq, s, job_id)
+        await fair.finished(arq, s, [job_id])
         order += ["a" if new in ids(a) else "b" for new in await queued(arq) - before]
     assert order == ["a", "b", "a"]
     mine = (await fair.depths(arq, QUEUE, "b"))[1]
@@ -107,16 +107,16 @@ async def test_a_slot_is_freed_once_however_the_job_ends(arq: ArqRedis) -> None:
     await fair.enqueue(arq, s, jobs("a", 6))
     first, second, third = sorted(await queued(arq))  # A's cap
     await arq.zrem(QUEUE, first)  # ARQ ends it ...
-    assert await fair.finished(arq, s, first) == 1  # ... and the worker says so
-    assert await fair.finished(arq, s, first) == 0  # told twice: freed once
+    assert await fair.finished(arq, s, [first, first]) == 1  # the worker says so (twice: a batch)
+    assert await fair.finished(arq, s, [first]) == 0  # and again: freed once
     assert await fair.retire(arq, s, [second, second]) == 1  # the reaper's way
-    assert await fair.finished(arq, s, second) == 0  # ... and its worker woke up after
+    assert await fair.finished(arq, s, [second]) == 0  # ... and its worker woke up after
     await arq.zrem(QUEUE, third)  # ARQ dropped it, nobody told: the sweep finds it
     assert await fair.sweep(arq, s) == 1
     assert await fair.sweep(arq, s) == 0
     now = await queued(arq)
     assert len(now) == 3 and not now & {first, second, third}  # each freed slot taken again
-    assert await fair.finished(arq, s, min(now)) == 0  # still on ARQ's queue: a re-run
+    assert await fair.finished(arq, s, [min(now)]) == 0  # still on ARQ's queue: a re-run
     assert (await fair.depths(arq, QUEUE, "a"))[1].dispatched == 3
     assert set(await fair.dispatched(arq, s)) == now
 
@@ -132,7 +132,7 @@ async def test_withdrawn_jobs_leave_their_lane(arq: ArqRedis) -> None:
     assert (mine.waiting, mine.dispatched) == (0, 1)
     (gone,) = went
     await arq.zrem(QUEUE, gone)
-    assert await fair.finished(arq, s, gone) == 1
+    assert await fair.finished(arq, s, [gone]) == 1
     assert await queued(arq) == set()  # nothing else of A's was left to go
 
 
@@ -180,3 +180,41 @@ async def test_the_fleet_capacity_follows_the_workers(arq: ArqRedis) -> None:
         return await arq.get(f"longtask:fair:{QUEUE}:capacity") == b"2"
 
     await wait_for(lapsed, timeout=5, what="w3 to be counted out")
+
+
+async def test_a_workers_endings_go_in_batches_and_each_frees_its_slot(arq: ArqRedis) -> None:
+    s = settings(tenant_concurrency=3, worker_concurrency=10)
+    await fair.heartbeat(arq, s, "w", ttl=60)
+    await fair.enqueue(arq, s, jobs("a", 9))
+    first = await queued(arq)
+    endings = fair.Endings(arq, s)
+    for job_id in sorted(first):  # ARQ ends each; the worker tells without waiting
+        await arq.zrem(QUEUE, job_id)
+        endings.add(job_id)
+    await endings.close()
+    now = await queued(arq)
+    assert len(now) == 3 and not now & first  # three slots freed, three more jobs gone
+    assert (await fair.depths(arq, QUEUE, "a"))[1] == fair.Depth(3, 3)
+
+
+async def test_arq_finds_the_jobs_in_the_order_of_their_turns(arq: ArqRedis) -> None:
+    s = settings(tenant_concurrency=0, worker_concurrency=10)
+    a, b = jobs("a", 3), jobs("b", 3)
+    await fair.enqueue(arq, s, a)  # no worker yet: both wait
+    await fair.enqueue(arq, s, b)
+    await fair.heartbeat(arq, s, "w", ttl=60)  # room for all: they go in turns, A first
+    order = ["a" if job_id.decode() in ids(a) else "b"
+             for job_id in await arq.zrangebyscore(QUEUE, "-inf", "+inf")]
+    assert order == ["a", "b"] * 3  # as ARQ reads them, not by job id
+
+
+async def test_a_lane_alone_takes_its_jobs_in_one_go_up_to_its_cap(arq: ArqRedis) -> None:
+    s = settings(tenant_concurrency=5, worker_concurrency=20)
+    await fair.heartbeat(arq, s, "w", ttl=60)
+    a = jobs("a", 8)
+    assert await fair.enqueue(arq, s, a) == 8
+    assert len(await queued(arq)) == 5  # its cap, not a job per turn
+    assert (await fair.depths(arq, QUEUE, "a"))[1] == fair.Depth(3, 5)
+    late = jobs("b", 1, at=datetime.now(timezone.utc) + timedelta(hours=1))
+    await fair.enqueue(arq, s, late)  # not due: it stays behind, on a timer
+    assert ids(late).isdisjoint(await queued(arq))

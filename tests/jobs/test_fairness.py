@@ -125,3 +125,20 @@ async def test_a_kind_with_its_own_cap_holds_up_only_its_own_items(make_stack: A
     assert later == 0  # the other kind went past the capped kind's waiting items
     assert await most_seen(redis, "seen:tenant-a:test.turnover") == 2
     await assert_no_slot_held(redis, "longtask:stack0", "tenant-a")
+
+
+async def test_a_task_past_its_deadline_leaves_its_tenants_line(make_stack: Any) -> None:
+    # A's only slot is held; a batch waits behind it, then runs out of time before its turn
+    stack = await make_stack(workers=1, LONGTASK_TENANT_CONCURRENCY="1")
+    holder = (await stack.client.post("/tasks", json={"kind": "test.forever"})).json()["id"]
+    await wait_status(stack.client, holder, {"running"})
+    late = await stack.client.post("/tasks", json={"kind": "test.fanout", "deadline_seconds": 1,
+                                                   "params": {"items": [{}, {}, {}]}})
+    assert (await stack.client.get("/stats")).json()["queued"] == 4
+    task = await wait_status(stack.client, late.json()["id"], {"failed"}, timeout=30)
+    assert task["error"]["code"] == "deadline_exceeded"
+
+    async def given_up() -> bool:  # the reaper ends the task, then empties its line
+        return (await stack.client.get("/stats")).json()["queued"] == 1  # the running item
+
+    await wait_for(given_up, timeout=10, what="the late batch's items to leave A's line")

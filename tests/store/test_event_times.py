@@ -1,5 +1,5 @@
 """Every stored event has the time it was stored: the events that the store's writes return
-(claim, progress, finish: the plpgsql functions; append, insert_at) say the same time, to the
+(claim, progress, finish: the plpgsql functions; append; cancel) say the same time, to the
 microsecond, as the row, and as a replay from Postgres; along a task's seq it never goes back."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ async def test_every_write_returns_its_events_with_the_stored_time(pool: asyncpg
     finished = await item_store.finish(pool, first.item_id, "w1", "completed", result={"n": 1})
     assert finished is not None
     returned += finished.events  # the item's end
-    canceled = await task_store.cancel(pool, "t", task_id)  # insert_at
+    canceled = await task_store.cancel(pool, "t", task_id)
     returned += canceled.events
     end = utc_now()
     # no item left running: the next test waits for running items to end (no event: it ended)

@@ -38,6 +38,9 @@ local arg0 = 12 + 2 * ncaps -- the operation's first argument
 local RING, TURN, TIMERS, BODY = P .. 'ring', P .. 'turn', P .. 'timers', P .. 'body'
 local RUN, COUNT, PARKED, PACE = P .. 'run', P .. 'count', P .. 'parked', P .. 'pace'
 local TAU = 2000 -- ms: the rate of endings forgets what is older than a few seconds
+-- the spare's ceiling, in fleets: ARQ's worker reads max(5 x max_jobs, 100) ids a poll, so its
+-- running jobs and four times as many spare ones fit in one read of one worker's
+local SPARE_FLEETS = 4
 
 -- a lane is '<bytes in tenant>:<tenant><kind>', kind empty unless the kind has a cap of its own
 local function split(lane)
@@ -73,10 +76,13 @@ local function activate(lane, due)
     end
 end
 
-local function blocked(tenant, kind, lane)
-    if tenant_cap > 0 and count('r:' .. tenant) >= tenant_cap then return true end
+-- how many more of a lane's jobs its tenant's cap and its kind's let go (huge: no cap)
+local function headroom(tenant, kind, lane)
+    local free = math.huge
+    if tenant_cap > 0 then free = tenant_cap - count('r:' .. tenant) end
     local cap = kind ~= '' and kind_caps[kind]
-    return cap and count('l:' .. lane) >= cap or false
+    if cap then free = math.min(free, cap - count('l:' .. lane)) end
+    return free
 end
 
 local function unpark(tenant)
@@ -99,13 +105,14 @@ local function free(id)
     return 1
 end
 
--- the rate at which jobs end (per ms), an exponentially decaying average; `ended`: one more
+-- the rate at which jobs end (per ms), an exponentially decaying average; `ended`: how many
+-- more ended now (nil: none)
 local function pace(ended)
     local got = redis.call('hmget', PACE, 'r', 't')
     local rate, at = tonumber(got[1] or '0'), tonumber(got[2] or now)
     rate = rate * math.exp(-math.max(0, now - at) / TAU)
     if ended then
-        rate = rate + 1 / TAU
+        rate = rate + ended / TAU
         redis.call('hset', PACE, 'r', tostring(rate), 't', now)
     end
     return rate
@@ -116,7 +123,7 @@ end
 -- next job the moment a slot frees, and a newcomer's job waits behind no more than that
 local function dispatch()
     local capacity = tonumber(redis.call('get', P .. 'capacity') or '0')
-    local spare = math.min(capacity, math.max(1, math.ceil(pace(false) * spare_ms)))
+    local spare = math.min(SPARE_FLEETS * capacity, math.max(1, math.ceil(pace() * spare_ms)))
     local room = capacity + spare - redis.call('zcard', queue)
     room = math.min(room, budget)
     if room <= 0 then return 0 end
@@ -131,29 +138,44 @@ local function dispatch()
         visits = visits + 1
         local lane = popped[1]
         local wait = P .. 'wait:' .. lane
-        local head = redis.call('zrange', wait, 0, 0, 'withscores')
         local tenant, kind = split(lane)
-        if #head == 0 then
-            -- nothing waits: the lane leaves the ring
-        elseif tonumber(head[2]) > now then
-            redis.call('zadd', TIMERS, head[2], lane)
-        elseif blocked(tenant, kind, lane) then
+        local free = headroom(tenant, kind, lane)
+        -- a turn moves one job; a lane alone in the ring would take every turn until the room
+        -- is used, so it takes them in one go
+        local take = redis.call('zcard', RING) == 0 and room - sent or 1
+        local due = redis.call('zrangebyscore', wait, '-inf', now,
+                               'limit', 0, math.max(1, math.min(take, free)))
+        if #due == 0 then
+            -- nothing may start yet: the lane waits on a timer for its first job, or leaves
+            local head = redis.call('zrange', wait, 0, 0, 'withscores')
+            if #head > 0 then redis.call('zadd', TIMERS, head[2], lane) end
+        elseif free <= 0 then
             redis.call('sadd', P .. 'parked:' .. tenant, lane)
             redis.call('sadd', PARKED, tenant)
         else
-            local id = head[1]
-            local body = redis.call('hget', BODY, id)
-            redis.call('zrem', wait, id)
-            redis.call('hdel', BODY, id)
-            add('w', -1)
-            add('w:' .. tenant, -1)
-            if body then
-                redis.call('set', JOB .. id, body, 'px', job_ttl)
-                redis.call('zadd', queue, now, id)
-                redis.call('hset', RUN, id, lane)
-                add('r:' .. tenant, 1)
-                if kind ~= '' then add('l:' .. lane, 1) end
-                sent = sent + 1
+            local bodies = redis.call('hmget', BODY, unpack(due))
+            redis.call('zrem', wait, unpack(due))
+            redis.call('hdel', BODY, unpack(due))
+            add('w', -#due)
+            add('w:' .. tenant, -#due)
+            local scored, owned = {}, {}
+            for i, id in ipairs(due) do
+                if bodies[i] then
+                    redis.call('set', JOB .. id, bodies[i], 'px', job_ttl)
+                    -- in turn order (ARQ takes equal scores by id), a little in the past (ARQ
+                    -- skips a job whose score is ahead of its clock)
+                    table.insert(scored, now - 1 + (sent + #owned / 2) / 1000)
+                    table.insert(scored, id)
+                    table.insert(owned, id)
+                    table.insert(owned, lane)
+                end
+            end
+            if #owned > 0 then
+                redis.call('zadd', queue, unpack(scored))
+                redis.call('hset', RUN, unpack(owned))
+                add('r:' .. tenant, #owned / 2)
+                if kind ~= '' then add('l:' .. lane, #owned / 2) end
+                sent = sent + #owned / 2
             end
             if redis.call('exists', wait) == 1 then to_ring(lane) end
         end
@@ -168,8 +190,7 @@ if op == 'enqueue' then
     for i = arg0, #ARGV, 4 do
         local id, lane, due = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
         if redis.call('exists', JOB .. id, RESULT .. id) == 0
-                and redis.call('hexists', BODY, id) == 0 then
-            redis.call('hset', BODY, id, ARGV[i + 3])
+                and redis.call('hsetnx', BODY, id, ARGV[i + 3]) == 1 then
             redis.call('zadd', P .. 'wait:' .. lane, due, id)
             add('w', 1)
             add('w:' .. split(lane), 1)
@@ -196,12 +217,15 @@ elseif op == 'withdraw' then
 elseif op == 'dispatch' then
     return {0, dispatch()}
 elseif op == 'finished' then
-    -- ARQ has ended the job's run: gone from its queue means ended for good; still there means
-    -- ARQ runs it again (a Retry, or its worker stopped mid-run), and it keeps its slot
-    local id = ARGV[arg0]
+    -- ARQ has ended these jobs' runs: gone from its queue means ended for good; still there
+    -- means ARQ runs it again (a Retry, or its worker stopped mid-run), and it keeps its slot
     local freed = 0
-    if not redis.call('zscore', queue, id) then freed = free(id) end
-    if freed == 1 then pace(true) end
+    for i = arg0, #ARGV do
+        if not redis.call('zscore', queue, ARGV[i]) and free(ARGV[i]) == 1 then
+            freed = freed + 1
+        end
+    end
+    if freed > 0 then pace(freed) end
     return {freed, dispatch()}
 elseif op == 'retire' then
     -- these jobs' runs are over in Postgres (their items ended, or have new jobs): ARQ must

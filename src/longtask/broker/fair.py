@@ -33,10 +33,16 @@ module decides *when* a job is handed to it.
   newcomer's job waits behind. So it is what the fleet ends in SPARE_MS (a decaying average of
   the rate jobs end at): a fleet of no-op jobs gets its whole capacity again as a spare and loses
   no throughput, one of 3-second items gets a job or two, and either way the newcomer waits about
-  SPARE_MS longer than for the next slot to free.
-- **When dispatch runs.** In the same script call as an enqueue; when ARQ has ended a job (the
-  worker's `after_job_end`: the slot is freed and the next job dispatched before ARQ frees its
-  own slot); and from every worker's loop each second (deferred jobs coming due, a fleet grown).
+  SPARE_MS longer than for the next slot to free. The spare is at most four fleets' worth: what
+  one ARQ poll reads (5 x max_jobs ids) beside the running ones.
+- **Turns in ARQ's order.** ARQ starts jobs in score order and ties by id, so each dispatched
+  job's score is a microsecond after the one before (and a millisecond in the past: ARQ skips a
+  score ahead of its own clock). A lane alone in the ring would take every turn, so it takes as
+  many jobs as the room and its caps allow in one go.
+- **When dispatch runs.** In the same script call as an enqueue; when ARQ has ended jobs (the
+  worker's `after_job_end` hands the job to `Endings`, which tells its slot free in batches: one
+  call carries every ending that came while the one before was on its way); and from every
+  worker's loop each second (deferred jobs coming due, a fleet grown).
 - **A slot is freed once per dispatched job.** The `run` hash maps each dispatched job to its
   lane; freeing deletes the entry, and only the call that deleted it gives the slot back. The
   paths: ARQ ended the job (the worker's `after_job_end`; gone from the ARQ queue means ended for
@@ -54,13 +60,14 @@ module decides *when* a job is handed to it.
 Every write happens in one Lua script (fair.lua), so each step is atomic however many web
 processes and workers call it. Its keys are made inside the script from one prefix (undeclared,
 and ARQ's keys share no hash slot either): plain Redis or Sentinel, not Redis Cluster. The cost:
-one more round trip per item (the worker's `after_job_end`) and about 2.5 times the Redis
-commands per item, nearly all inside scripts (bench.fairness). LONGTASK_FAIR_DISPATCH=0 puts jobs
+a round trip per batch of endings, and more Redis commands per item, nearly all inside scripts
+(bench.fairness reports both sides). LONGTASK_FAIR_DISPATCH=0 puts jobs
 straight onto the ARQ queue, as before, with no caps, turns or tenant queue depth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,11 +151,44 @@ async def dispatch(redis: ArqRedis, settings: Settings) -> int:
     return (await _call(redis, settings, "dispatch", []) or (0, 0))[1]
 
 
-async def finished(redis: ArqRedis, settings: Settings, job_id: str) -> int:
-    """ARQ has ended a run of `job_id`: free its slot if it ended for good, then dispatch."""
-    if not settings.fair_dispatch:
+async def finished(redis: ArqRedis, settings: Settings, job_ids: Sequence[str]) -> int:
+    """ARQ has ended a run of each of `job_ids`: free the slots of those that ended for good,
+    then dispatch. The number freed."""
+    if not job_ids or not settings.fair_dispatch:
         return 0
-    return (await _call(redis, settings, "finished", [job_id]) or (0, 0))[0]
+    return (await _call(redis, settings, "finished", list(job_ids)) or (0, 0))[0]
+
+
+class Endings:
+    """A worker's job endings, told in batches: `add` returns at once (ARQ frees its slot and
+    starts a spare job from its queue meanwhile), and one `finished` call at a time carries
+    every ending that came while the one before was on its way. So a busy worker of tiny items
+    makes one call per batch, not per item, and an idle one tells each ending at once."""
+
+    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
+        self._redis, self._settings = redis, settings
+        self._ids: list[str] = []
+        self._telling: asyncio.Task[None] | None = None
+
+    def add(self, job_id: str) -> None:
+        if not self._settings.fair_dispatch:
+            return
+        self._ids.append(job_id)
+        if self._telling is None or self._telling.done():
+            self._telling = asyncio.create_task(self._tell())
+
+    async def close(self) -> None:
+        """Wait for what has been added to be told (the worker is stopping)."""
+        if self._telling is not None:
+            await self._telling
+
+    async def _tell(self) -> None:
+        while self._ids:
+            ids, self._ids = self._ids, []
+            try:
+                await finished(self._redis, self._settings, ids)
+            except Exception:  # a bug, not an outage (that is logged in _call): the sweep frees
+                log.exception("%d dispatch slot(s) not freed", len(ids))
 
 
 async def retire(redis: ArqRedis, settings: Settings, job_ids: Sequence[str]) -> int:

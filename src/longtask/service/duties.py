@@ -29,9 +29,12 @@ async def reap(deps: Deps) -> int:
                                              settings.queue_name)
     jobs = expired.jobs + await _unclaimed(deps)
     ended = await task_store.expire_deadlines(deps.pool)
-    deps.outbox.send(expired.events + ended)
-    for event in ended:
-        await announce_cancel(deps.redis, event.task_id)
+    deps.outbox.send(expired.events + [event for task in ended for event in task.events])
+    for task in ended:
+        await announce_cancel(deps.redis, task.task.id)
+        # their items that never started leave the tenant's line, as a cancel's do
+        await fair.withdraw(deps.redis, settings, task.task.tenant, task.task.kind,
+                            task.withdrawn)
     # the dead workers' jobs give their slots back (and never run) before the new ones queue
     await fair.retire(deps.redis, settings, expired.retired)
     return await enqueue(deps, jobs) + len(ended)

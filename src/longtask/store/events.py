@@ -9,7 +9,7 @@ import asyncpg
 
 from longtask.core.events import Event, parse_at
 from longtask.core.status import ACTIVE_SQL, TERMINAL
-from longtask.db import Conn, Db, returned
+from longtask.db import Db
 
 # Takes the task's next sequence number and stores the event in one statement, so the two
 # commit together; a task that has ended takes no more events (the UPDATE matches no row).
@@ -30,17 +30,6 @@ async def append(conn: Db, task_id: str, type_: str,
     """Store an event; None if the task has ended (or is gone)."""
     row = await conn.fetchrow(_APPEND, task_id, type_, data)
     return _event(row) if row else None
-
-
-async def insert_at(conn: Conn, task_id: str, tenant: str, seq: int, type_: str,
-                    data: dict[str, Any]) -> Event:
-    """Store an event whose sequence number the caller took with the task's own UPDATE."""
-    row = await conn.fetchrow(
-        "INSERT INTO task_events (task_id, seq, tenant, type, data) VALUES ($1, $2, $3, $4, $5)"
-        " RETURNING task_id, seq, type, data, created_at",
-        task_id, seq, tenant, type_, data,
-    )
-    return _event(returned(row))
 
 
 # A stream's catch-up in one round trip: the task's state, a page of its events after a sequence

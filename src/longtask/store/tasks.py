@@ -16,7 +16,6 @@ from longtask.core.events import Event
 from longtask.core.models import Canceled, Created, NewItem, PendingJob, Task, item_job_id
 from longtask.core.status import ACTIVE_SQL, TERMINAL_SQL
 from longtask.db import Db, returned, transaction
-from longtask.store.events import insert_at
 
 OPEN_TASKS_RETRY_AFTER = 5  # seconds: a tenant at its limit waits for some tasks to end
 
@@ -151,34 +150,13 @@ async def cancel(pool: asyncpg.Pool, tenant: str, task_id: str) -> Canceled:
 
     Idempotent for a canceled task; a task that ended otherwise is a Conflict.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"UPDATE tasks SET status = 'canceled', finished_at = now(), updated_at = now(),"
-            f" last_seq = last_seq + 1 WHERE id = $1 AND tenant = $2"
-            f" AND status IN {ACTIVE_SQL} RETURNING {_COLUMNS}",
-            task_id, tenant,
-        )
-        if row is None:
-            task = await get(conn, tenant, task_id)
-            if task.status == "canceled":
-                return Canceled(task, [])
-            raise Conflict(f"task {task_id} has already {task.status}", code="task_finished")
-        withdrawn = [r["job_id"] for r in await conn.fetch(
-            "UPDATE task_items SET status = 'canceled', progress = 100,"
-            " finished_at = now(), updated_at = now() WHERE task_id = $1 AND status = 'pending'"
-            " RETURNING job_id",
-            task_id,
-        )]
-        skipped = len(withdrawn)
-        if skipped:
-            row = await conn.fetchrow(
-                f"UPDATE tasks SET items_done = items_done + $2 WHERE id = $1 RETURNING {_COLUMNS}",
-                task_id, skipped,
-            )
-        task = _task(returned(row))
-        event = await insert_at(conn, task_id, tenant, task.last_seq, "status",
-                                {"status": "canceled"})
-    return Canceled(task, [event], withdrawn)
+    rows = await pool.fetch(_END_CANCELED, None, task_id, tenant)
+    if rows:
+        return _ended(rows[0])
+    task = await get(pool, tenant, task_id)
+    if task.status == "canceled":
+        return Canceled(task, [])
+    raise Conflict(f"task {task_id} has already {task.status}", code="task_finished")
 
 
 async def failed_items(pool: asyncpg.Pool, tenant: str, task_id: str) -> tuple[Task, list[NewItem]]:
@@ -194,33 +172,50 @@ async def failed_items(pool: asyncpg.Pool, tenant: str, task_id: str) -> tuple[T
     return task, [NewItem(r["payload"], r["name"]) for r in rows]
 
 
-async def expire_deadlines(pool: asyncpg.Pool) -> list[Event]:
+async def expire_deadlines(pool: asyncpg.Pool) -> list[Canceled]:
     """End tasks past their deadline as failed (`deadline_exceeded`); their items stop."""
-    rows = await pool.fetch(_EXPIRE_DEADLINES, _DEADLINE_ERROR)
-    return [Event(str(r["task_id"]), r["seq"], r["type"], r["data"], r["created_at"])
-            for r in rows]
+    return [_ended(row) for row in await pool.fetch(_END_LATE, _DEADLINE_ERROR)]
 
 
-# One statement, not a transaction of one per task: a reaper that froze in between held the
-# rows of the tasks it was ending, which every claim, progress report and finish of those tasks
-# locks. One statement runs and commits on the server once sent, whatever becomes of the client.
-# Each task is locked before its items, the order claim and cancel take.
-_EXPIRE_DEADLINES = f"""
-WITH ended AS (
-    UPDATE tasks SET status = 'failed', finished_at = now(), updated_at = now(),
-        last_seq = last_seq + 1, error = $1
-    WHERE deadline_at < now() AND status IN {ACTIVE_SQL}
-    RETURNING id, tenant, last_seq
+def _ended(row: asyncpg.Record) -> Canceled:
+    event = Event(str(row["id"]), row["event_seq"], "status", row["event_data"], row["event_at"])
+    return Canceled(_task(row), [event], list(row["withdrawn"]))
+
+
+# Ending tasks, with their event and their pending items, is one statement, not a transaction
+# of several: a web process or reaper that froze in between held the rows of the tasks it was
+# ending, which every claim, progress report and finish of those tasks locks. One statement
+# runs and commits on the server once sent, whatever becomes of the client. Each task is
+# locked before its items (the order claims take), the tasks in id order. Each row: the ended
+# task, its status event, and the job ids of its items that never started. $1: the error, or
+# NULL (an item's or task's own error then stays).
+_END_TASKS = f"""
+WITH target AS (
+    SELECT id FROM tasks WHERE {{where}} AND status IN {ACTIVE_SQL} ORDER BY id FOR UPDATE
 ), skipped AS (
     UPDATE task_items i SET status = 'canceled', progress = 100, finished_at = now(),
-        updated_at = now(), error = $1
-    FROM ended WHERE i.task_id = ended.id AND i.status = 'pending'
+        updated_at = now(), error = coalesce($1, i.error)
+    FROM target WHERE i.task_id = target.id AND i.status = 'pending'
+    RETURNING i.task_id, i.job_id
+), ended AS (
+    UPDATE tasks t SET status = '{{status}}', finished_at = now(), updated_at = now(),
+        last_seq = t.last_seq + 1, error = coalesce($1, t.error),
+        items_done = t.items_done + (SELECT count(*) FROM skipped WHERE skipped.task_id = t.id)
+    FROM target WHERE t.id = target.id
+    RETURNING t.*
+), told AS (
+    INSERT INTO task_events (task_id, seq, tenant, type, data)
+    SELECT id, last_seq, tenant, 'status',
+        jsonb_strip_nulls(jsonb_build_object('status', status, 'error', $1::jsonb))
+    FROM ended
+    RETURNING task_id, seq, data, created_at
 )
-INSERT INTO task_events (task_id, seq, tenant, type, data)
-SELECT id, last_seq, tenant, 'status', jsonb_build_object('status', 'failed', 'error', $1::jsonb)
-FROM ended
-RETURNING task_id, seq, type, data, created_at
+SELECT ended.*, told.seq AS event_seq, told.data AS event_data, told.created_at AS event_at,
+    ARRAY(SELECT job_id FROM skipped WHERE skipped.task_id = ended.id) AS withdrawn
+FROM ended JOIN told ON told.task_id = ended.id
 """
+_END_CANCELED = _END_TASKS.format(where="id = $2 AND tenant = $3", status="canceled")
+_END_LATE = _END_TASKS.format(where="deadline_at < now()", status="failed")
 
 _DEADLINE_ERROR = {"code": "deadline_exceeded", "message": "the task ran past its deadline"}
 

@@ -114,12 +114,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             raise Retry(defer=min(2 * ctx["job_try"], 15)) from None
 
     async def after_job(ctx: dict[str, Any]) -> None:
-        """ARQ has ended a run of a job (its slot is still held): free the job's dispatch slot
-        and dispatch the next one, so ARQ finds it at once. Never raises: ARQ would stop."""
-        try:
-            await fair.finished(ctx["redis"], settings, ctx["job_id"])
-        except Exception:  # the sweep frees the slot instead
-            log.exception("job %s: its dispatch slot was not freed", ctx.get("job_id"))
+        """ARQ has ended a run of a job: its dispatch slot is freed, and the next job
+        dispatched, by the next batch of endings. Never raises: ARQ would stop."""
+        ctx["services"].endings.add(ctx["job_id"])
 
     async def purge(ctx: dict[str, Any]) -> int:
         """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, uploads
