@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
+from redis.exceptions import WatchError
 
 from longtask.broker import connection
 from longtask.testing.fake_openai import FakeOpenAI
@@ -110,3 +112,30 @@ async def test_a_redis_connection_reset_during_its_handshake_is_retried(
 
 async def _at_least(proxy: CuttableProxy, connections: int) -> bool:
     return proxy.connections >= connections
+
+
+async def test_a_connection_dropped_between_watch_and_multi_fails_at_exec(
+        services: Services) -> None:
+    # ARQ's start_jobs reads between WATCH and MULTI outside its `except WatchError`: redis-py's
+    # WatchError from that read (the connection dropped) once ended a worker after a restart
+    redis = await connection.connect(services.redis.url)
+    try:
+        await redis.set("watched", "1")
+        async with redis.pipeline(transaction=True) as pipe:
+            await pipe.watch("watched")
+            await redis.client_kill_filter(_id=await pipe.client_id())
+            assert await pipe.exists("watched") == 1  # answered, on a new connection
+            assert await pipe.get("watched") == b"1"
+            pipe.multi()
+            pipe.set("watched", "2")
+            with pytest.raises(WatchError):  # the watch was lost with it: the write is off
+                await pipe.execute()
+        assert await redis.get("watched") == b"1"
+        async with redis.pipeline(transaction=True) as pipe:  # the next transaction is whole
+            await pipe.watch("watched")
+            pipe.multi()
+            pipe.set("watched", "3")
+            await pipe.execute()
+        assert await redis.get("watched") == b"3"
+    finally:
+        await redis.aclose()

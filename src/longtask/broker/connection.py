@@ -23,9 +23,10 @@ from urllib.parse import parse_qs, unquote, urlparse, urlsplit
 
 from arq import ArqRedis
 from arq.connections import RedisSettings
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError, WatchError
 
 from longtask.broker import sentinel
 from longtask.core.errors import ConfigError
@@ -89,12 +90,12 @@ def pool(url: str, retries: int = WEB_RETRIES) -> ArqRedis:
         assert isinstance(settings.host, list)
         redis = sentinel.primary(settings.host, settings.sentinel_master, options,
                                  tls=settings.ssl, sentinel_password=settings.sentinel_password,
-                                 timeout=settings.conn_timeout)
+                                 timeout=settings.conn_timeout, redis_class=_Client)
     else:
         assert isinstance(settings.host, str)
-        redis = ArqRedis(host=settings.host, port=settings.port,
-                         unix_socket_path=settings.unix_socket_path, ssl=settings.ssl,
-                         **options)
+        redis = _Client(host=settings.host, port=settings.port,
+                        unix_socket_path=settings.unix_socket_path, ssl=settings.ssl,
+                        **options)
     redis.job_serializer = dumps
     redis.job_deserializer = loads
     retry_handshakes(redis)
@@ -119,6 +120,50 @@ async def connect(url: str, retries: int = WEB_RETRIES) -> ArqRedis:
         await redis.aclose()
         raise
     return redis
+
+
+class _WatchPipeline(Pipeline):
+    """A transaction whose connection drops between WATCH and MULTI fails at EXEC, with the
+    WatchError its caller expects there, instead of at the read in between.
+
+    redis-py raises WatchError from any command after a WATCH whose connection dropped. ARQ's
+    worker reads two keys there (start_jobs: EXISTS, ZSCORE) outside its `except WatchError`,
+    so a Redis restart at that moment ended the worker process. Here the read is answered on a
+    new connection, and EXEC then fails as if the watched key had changed: ARQ skips the job
+    for this poll, as it does when another worker took it, and finds it again at the next."""
+
+    _dropped = False
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._dropped and not self.explicit_transaction:  # reads until MULTI, as if watching
+            return self.immediate_execute_command(*args, **kwargs)
+        return super().execute_command(*args, **kwargs)
+
+    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().immediate_execute_command(*args, **options)
+        except WatchError:  # the connection dropped while watching (the pipeline is reset)
+            self._dropped = True
+            return await super().immediate_execute_command(*args, **options)
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self._dropped:
+            await self.reset()
+            self._dropped = False
+            raise WatchError("the connection dropped while watching; the transaction is off")
+        return await super().execute(raise_on_error)
+
+    async def reset(self) -> None:
+        self._dropped = False
+        await super().reset()
+
+
+class _Client(ArqRedis):
+    """ARQ's client, whose transactions are _WatchPipelines."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> _WatchPipeline:
+        return _WatchPipeline(self.connection_pool, self.response_callbacks, transaction,
+                              shard_hint)
 
 
 # few: each attempt includes redis-py's own retried TCP connect, so while Redis is simply down

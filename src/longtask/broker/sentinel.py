@@ -46,8 +46,9 @@ class PrimaryPool(SentinelConnectionPool):
 
 
 def primary(sentinels: list[tuple[str, int]], service: str, options: dict[str, Any], *,
-            tls: bool, sentinel_password: str | None, timeout: float) -> ArqRedis:
-    """An ArqRedis on the primary of `service`, found through `sentinels`; `options` are the
+            tls: bool, sentinel_password: str | None, timeout: float,
+            redis_class: type[ArqRedis] = ArqRedis) -> ArqRedis:
+    """A `redis_class` on the primary of `service`, found through `sentinels`; `options` are the
     connection's (database, credentials, retries, TLS options). The Sentinels are asked with
     the same TLS options, their own password if any, and `timeout`: one that does not answer
     is skipped for the next."""
@@ -59,6 +60,6 @@ def primary(sentinels: list[tuple[str, int]], service: str, options: dict[str, A
     manager = Sentinel(sentinels, sentinel_kwargs=sentinel_options,  # type: ignore[no-untyped-call]
                        **options)
     redis: ArqRedis = manager.master_for(
-        service, redis_class=ArqRedis, connection_pool_class=PrimaryPool,
+        service, redis_class=redis_class, connection_pool_class=PrimaryPool,
         connection_class=PrimarySSLConnection if tls else PrimaryConnection)
     return redis
