@@ -3,6 +3,7 @@ so the order of dispatch and every count can be checked exactly."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,7 @@ import pytest
 from arq import ArqRedis
 
 from longtask.broker import connection, fair
+from longtask.broker.notices import Notices
 from longtask.config import Settings
 from longtask.core.models import PendingJob, item_job_id
 from tests.conftest import Services
@@ -182,19 +184,23 @@ async def test_the_fleet_capacity_follows_the_workers(arq: ArqRedis) -> None:
     await wait_for(lapsed, timeout=5, what="w3 to be counted out")
 
 
-async def test_a_workers_endings_go_in_batches_and_each_frees_its_slot(arq: ArqRedis) -> None:
-    s = settings(tenant_concurrency=3, worker_concurrency=10)
+async def test_a_workers_notices_go_in_batches(arq: ArqRedis) -> None:
+    s = settings(tenant_concurrency=3, worker_concurrency=10, job_timeout=300)
     await fair.heartbeat(arq, s, "w", ttl=60)
     await fair.enqueue(arq, s, jobs("a", 9))
-    first = await queued(arq)
-    endings = fair.Endings(arq, s)
-    for job_id in sorted(first):  # ARQ ends each; the worker tells without waiting
+    first = sorted(await queued(arq))
+    told = Notices(arq, s)
+    told.claimed(first[0])  # its item claimed: out of the front of the queue, still on it
+    for job_id in first[1:]:  # ARQ ends these; the worker tells without waiting
         await arq.zrem(QUEUE, job_id)
-        endings.add(job_id)
-    await endings.close()
+        told.ended(job_id)
+        told.claimed(job_id)  # a notice that comes late puts nothing back on the queue
+    await told.close()
+    held = await arq.zscore(QUEUE, first[0])
+    assert held is not None and held > (time.time() + 300) * 1000  # past every poll's `now`
     now = await queued(arq)
-    assert len(now) == 3 and not now & first  # three slots freed, three more jobs gone
-    assert (await fair.depths(arq, QUEUE, "a"))[1] == fair.Depth(3, 3)
+    assert len(now) == 3 and not now & set(first[1:])  # two slots freed, two more jobs gone
+    assert (await fair.depths(arq, QUEUE, "a"))[1] == fair.Depth(4, 3)
 
 
 async def test_arq_finds_the_jobs_in_the_order_of_their_turns(arq: ArqRedis) -> None:

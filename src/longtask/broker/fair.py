@@ -40,8 +40,8 @@ module decides *when* a job is handed to it.
   score ahead of its own clock). A lane alone in the ring would take every turn, so it takes as
   many jobs as the room and its caps allow in one go.
 - **When dispatch runs.** In the same script call as an enqueue; when ARQ has ended jobs (the
-  worker's `after_job_end` hands the job to `Endings`, which tells its slot free in batches: one
-  call carries every ending that came while the one before was on its way); and from every
+  worker's `after_job_end` hands the job to `broker.notices`, which tells endings in batches:
+  one call carries every ending that came while the one before was on its way); and from every
   worker's loop each second (deferred jobs coming due, a fleet grown).
 - **A slot is freed once per dispatched job.** The `run` hash maps each dispatched job to its
   lane; freeing deletes the entry, and only the call that deleted it gives the slot back. The
@@ -67,7 +67,6 @@ straight onto the ARQ queue, as before, with no caps, turns or tenant queue dept
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -157,38 +156,6 @@ async def finished(redis: ArqRedis, settings: Settings, job_ids: Sequence[str]) 
     if not job_ids or not settings.fair_dispatch:
         return 0
     return (await _call(redis, settings, "finished", list(job_ids)) or (0, 0))[0]
-
-
-class Endings:
-    """A worker's job endings, told in batches: `add` returns at once (ARQ frees its slot and
-    starts a spare job from its queue meanwhile), and one `finished` call at a time carries
-    every ending that came while the one before was on its way. So a busy worker of tiny items
-    makes one call per batch, not per item, and an idle one tells each ending at once."""
-
-    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
-        self._redis, self._settings = redis, settings
-        self._ids: list[str] = []
-        self._telling: asyncio.Task[None] | None = None
-
-    def add(self, job_id: str) -> None:
-        if not self._settings.fair_dispatch:
-            return
-        self._ids.append(job_id)
-        if self._telling is None or self._telling.done():
-            self._telling = asyncio.create_task(self._tell())
-
-    async def close(self) -> None:
-        """Wait for what has been added to be told (the worker is stopping)."""
-        if self._telling is not None:
-            await self._telling
-
-    async def _tell(self) -> None:
-        while self._ids:
-            ids, self._ids = self._ids, []
-            try:
-                await finished(self._redis, self._settings, ids)
-            except Exception:  # a bug, not an outage (that is logged in _call): the sweep frees
-                log.exception("%d dispatch slot(s) not freed", len(ids))
 
 
 async def retire(redis: ArqRedis, settings: Settings, job_ids: Sequence[str]) -> int:

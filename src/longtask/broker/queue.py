@@ -104,3 +104,16 @@ async def taken_for(arq: ArqRedis, jobs: list[PendingJob],
         left = await pipe.execute()
     full = (job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000
     return [None if ms < 0 else max(0.0, (full - ms) / 1000) for ms in left]
+
+
+async def hold(arq: ArqRedis, queue_name: str, job_ids: list[str], job_timeout: float) -> None:
+    """Move jobs whose items a worker has claimed back in the queue's order, to when ARQ would
+    run them again itself (their in-progress marker's end), if they are still queued.
+
+    ARQ keeps a running job on its queue until it ends, and each worker's poll reads the first
+    max(5 x max_jobs, 100) ids by score: running jobs at the front fill that read on a fleet
+    of seven default workers or more, and the jobs behind them wait for one to end while slots
+    sit idle; on any fleet, each poll spends a round trip or three per running job it skips.
+    Moved, they are past every poll's `now` until ARQ's own retry time, which they keep."""
+    until = timestamp_ms() + (job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000
+    await arq.zadd(queue_name, {job_id: until for job_id in job_ids}, xx=True)

@@ -14,8 +14,8 @@ import asyncpg
 import httpx
 from arq import ArqRedis
 
-from longtask.broker import fair
 from longtask.broker.admission import Admission
+from longtask.broker.notices import Notices
 from longtask.broker.outbox import Outbox
 from longtask.config import Settings
 from longtask.core.errors import JobCanceled
@@ -46,7 +46,7 @@ class Services:
     resources: dict[str, Any] = field(default_factory=dict)
     outbox: Outbox = field(init=False)  # committed events, on their way to Redis
     progress: ProgressWriter = field(init=False)  # items' progress, on its way to Postgres
-    endings: fair.Endings = field(init=False)  # ended jobs, on their way to fair dispatch
+    notices: Notices = field(init=False)  # jobs claimed and ended, on their way to Redis
 
     deps: Deps = field(init=False)  # what the service's use cases run against
 
@@ -56,7 +56,7 @@ class Services:
                               admission=Admission(self.settings, self.redis))
         self.outbox = self.deps.outbox
         self.progress = ProgressWriter(self.pool, self.outbox)
-        self.endings = fair.Endings(self.redis, self.settings)
+        self.notices = Notices(self.redis, self.settings)
 
     def resource(self, name: str, make: Callable[[], R]) -> R:
         """A per-process object kinds share (a parser pool, a model), made on first use and
@@ -66,7 +66,7 @@ class Services:
         return self.resources[name]  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        await self.endings.close()
+        await self.notices.close()
         await self.outbox.flush()
         for obj in self.resources.values():
             close = getattr(obj, "aclose", None) or getattr(obj, "close", None)

@@ -116,7 +116,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     async def after_job(ctx: dict[str, Any]) -> None:
         """ARQ has ended a run of a job: its dispatch slot is freed, and the next job
         dispatched, by the next batch of endings. Never raises: ARQ would stop."""
-        ctx["services"].endings.add(ctx["job_id"])
+        ctx["services"].notices.ended(ctx["job_id"])
 
     async def purge(ctx: dict[str, Any]) -> int:
         """Retention: delete tasks that ended more than LONGTASK_RETENTION_DAYS ago, uploads

@@ -71,6 +71,7 @@ async def run_item(services: Services, registry: Registry, running: Running, ite
     claim = await items_service.claim(services.deps, item_id, job_id, owner)
     if claim is None:
         return "skipped: not pending for this job"
+    services.notices.claimed(job_id)
     ctx = RunContext(claim, services)
     outcome = "interrupted: the worker stopped it"  # unless _run returns
     started = time.monotonic()
