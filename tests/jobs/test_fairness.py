@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from longtask.store import api_keys
@@ -142,3 +143,20 @@ async def test_a_task_past_its_deadline_leaves_its_tenants_line(make_stack: Any)
         return (await stack.client.get("/stats")).json()["queued"] == 1  # the running item
 
     await wait_for(given_up, timeout=10, what="the late batch's items to leave A's line")
+
+
+@pytest.mark.slow
+async def test_a_fleet_larger_than_one_arq_poll_fills_every_slot(make_stack: Any,
+                                                                 pool: asyncpg.Pool) -> None:
+    # each ARQ worker reads the first 100 job ids of the queue a poll (5 x max_jobs, 100 at
+    # least): a fleet of more slots than that filled only 100 while running jobs stood at the
+    # front. Six workers of 20: 120 slots.
+    stack = await make_stack(workers=6, LONGTASK_WORKER_CONCURRENCY="20",
+                             LONGTASK_TENANT_CONCURRENCY="0")
+    big = await submit(stack.client, 150, 120.0)
+
+    async def all_slots() -> bool:
+        return await running(pool, "tenant-a") == 120
+
+    await wait_for(all_slots, timeout=90, what="120 items to run at once")
+    assert (await stack.client.post(f"/tasks/{big}/cancel")).status_code == 200
