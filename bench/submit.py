@@ -1,6 +1,6 @@
 """Submit: POST /tasks from httpx clients in separate processes, on a durable disk.
 
-    .venv/bin/python -m bench.submit [--seconds 5] [--rounds 2] [--per-process 5]
+    .venv/bin/python -m bench.submit [--seconds 5] [--rounds 3] [--per-process 5]
 
 The realistic load: each client is its own `httpx.AsyncClient` (one keep-alive connection, as a
 user's script has), a tenant of its own with its own API key, in closed loop (the next request
@@ -26,6 +26,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,11 @@ import httpx
 from bench._http import Connection
 from bench._report import Report, cli
 from bench._stack import Stack, cpu_by_process, percentile
+from longtask.core.models import NewItem
+from longtask.db import create_pool
+from longtask.db.group import GroupCommit
 from longtask.store import api_keys
+from longtask.store import tasks as task_store
 
 CLIENTS = (20, 50)
 WARM_UP_SECONDS = 2.0
@@ -223,12 +228,25 @@ async def run(report: Report, seconds: float, per_process: int, rounds: int) -> 
             for name, web in webs.items():
                 _, minimal = await post_tasks(web.url, keys, clients, 50 * clients)
                 rows[clients, name]["minimal"] = minimal
+        store = {name: await _store_only(stack, 50, seconds, most)
+                 for name, most in ((ALONE, 1), (GROUPED, 100))}
     _report(report, rows, seconds * rounds, durable)
+    grouped, alone = store[GROUPED], store[ALONE]
+    report.add("50 writers, store only: submits/s", grouped["rate"], "/s",
+               baseline=alone["rate"], baseline_name=ALONE)
+    report.add("50 writers, store only: p99", grouped["p99"], "ms",
+               baseline=alone["p99"], baseline_name=ALONE)
+    report.note(f"store only: 50 coroutines in this process call task_store.create through "
+                f"db.group on a pool of 10, no HTTP, for {seconds:.0f} s each way; submits per "
+                f"commit {grouped['per_commit']:.1f} (group commit), "
+                f"{alone['per_commit']:.1f} (each alone)")
 
 
 async def _measure(stack: Stack, web: Any, worker: Any, keys: list[str], per_process: int,
                    seconds: float) -> dict[str, Any]:
     wal_before = await _wal(stack)
+    assert stack.pool is not None
+    since = await stack.pool.fetchval("SELECT clock_timestamp()")
     done = asyncio.Event()
     waits_task = asyncio.create_task(sample_waits(stack, done))
     latencies, statuses, client_cpu, procs, cpu = await asyncio.to_thread(
@@ -237,8 +255,40 @@ async def _measure(stack: Stack, web: Any, worker: Any, keys: list[str], per_pro
     done.set()
     waits = await waits_task
     wal = Counter({k: v - wal_before[k] for k, v in (await _wal(stack)).items()})
+    # each task's first event is written with it and never updated: its xmin names the commit
+    wal["submits"], wal["submit commits"] = await stack.pool.fetchrow(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM task_events"
+        " WHERE seq = 1 AND created_at >= $1", since)
     return {"lat": latencies, "statuses": statuses, "client_cpu": client_cpu,
             "procs": procs, "cpu": Counter(cpu), "waits": waits, "wal": wal}
+
+
+async def _store_only(stack: Stack, writers: int, seconds: float, most: int) -> dict[str, float]:
+    """Where commits are the bottleneck: `writers` coroutines storing submits back to back
+    through a GroupCommit on a pool of 10, as the web does, with nothing else in the way."""
+    pool = await create_pool(stack.postgres.url, min_size=10, max_size=10)
+    commits = GroupCommit(pool, turns=5, most=most)
+    latencies: list[float] = []
+    since = await pool.fetchval("SELECT clock_timestamp()")
+    end = time.monotonic() + seconds
+
+    async def writer(n: int) -> None:
+        work = partial(task_store.create, tenant=f"store-{n}", kind="noop", params={},
+                       items=[NewItem({})], max_open=10**9, queue="bench:store",
+                       savepoint=False)
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            await commits.run(work)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    count, xacts = await pool.fetchrow(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM task_events"
+        " WHERE seq = 1 AND created_at >= $1 AND tenant LIKE 'store-%'", since)
+    await commits.close()
+    await pool.close()
+    return {"rate": len(latencies) / seconds, "p99": percentile(latencies, 99) * 1000,
+            "per_commit": count / max(1, xacts)}
 
 
 def _add(row: dict[str, Any], got: dict[str, Any]) -> None:
@@ -291,7 +341,8 @@ def _report(report: Report, rows: dict[tuple[int, str], dict[str, Any]], seconds
                 f"{r['cpu']['web'] / seconds:.2f}, Postgres {r['cpu']['postgres'] / seconds:.2f},"
                 f" worker {r['cpu']['worker'] / seconds:.2f}; WAL flushes {wal['syncs']:.0f} "
                 f"({wal['sync_ms'] / max(1, wal['syncs']):.1f} ms each) for {wal['commits']:.0f}"
-                f" commits (all processes); active backends: {top}")
+                f" commits (all processes); {wal['submits'] / max(1, wal['submit commits']):.2f}"
+                f" submits per commit; active backends: {top}")
     report.note(f"Postgres: fsync={durable['fsync']}, synchronous_commit="
                 f"{durable['synchronous_commit']}, wal_sync_method={durable['wal_sync_method']};"
                 " one worker (kind noop) and two web processes, one with group commit, one with"
@@ -317,7 +368,7 @@ def _latencies(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
-    cli("bench.submit", "1. Submit", __doc__, run, seconds=5.0, per_process=5, rounds=2)
+    cli("bench.submit", "1. Submit", __doc__, run, seconds=5.0, per_process=5, rounds=3)
 
 
 if __name__ == "__main__":

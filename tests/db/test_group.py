@@ -21,7 +21,7 @@ from longtask.store import tasks as task_store
 def submit(tenant: str, key: str | None = None, max_open: int | None = None) -> Any:
     return partial(task_store.create, tenant=tenant, kind="k", params={"n": 1},
                    items=[NewItem({})], idempotency_key=key,
-                   request_hash="h" if key else None, max_open=max_open)
+                   request_hash="h" if key else None, max_open=max_open, savepoint=False)
 
 
 async def stored(pool: asyncpg.Pool) -> dict[str, int]:

@@ -42,7 +42,7 @@ async def create(deps: Deps, tenant: str, kind: str, params: Any, items: list[Ne
         idempotency_key=idempotency_key,
         request_hash=params_hash(kind, params) if idempotency_key else None,
         deadline_seconds=deadline_seconds, max_open=deps.settings.max_open_tasks, run_at=run_at,
-        retry_of=retry_of, queue=deps.settings.queue_name))
+        retry_of=retry_of, queue=deps.settings.queue_name, savepoint=False))
     await enqueue(deps, created.jobs)
     return created
 
