@@ -1,6 +1,6 @@
 """Submit: POST /tasks from httpx clients in separate processes, on a durable disk.
 
-    .venv/bin/python -m bench.submit [--seconds 5] [--rounds 3] [--per-process 5]
+    .venv/bin/python -m bench.submit [--seconds 5] [--rounds 2] [--per-process 5]
 
 The realistic load: each client is its own `httpx.AsyncClient` (one keep-alive connection, as a
 user's script has), a tenant of its own with its own API key, in closed loop (the next request
@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ import httpx
 from bench._http import Connection
 from bench._report import Report, cli
 from bench._stack import Stack, cpu_by_process, percentile
+from longtask.config import Settings
 from longtask.core.models import NewItem
 from longtask.db import create_pool
 from longtask.db.group import GroupCommit
@@ -92,22 +94,27 @@ async def post_tasks(url: str, key: str | list[str], clients: int, requests: int
 
 def _client_process(url: str, keys: list[str], ready: Any, go: Any, window: Any,
                     results: Any) -> None:
-    """One load process: once every process is ready, a closed-loop httpx client per key until
-    the window ends; what was sent and answered inside the window (wall clock) is measured."""
-    ready.release()
-    go.wait()
-    start_at, end_at = window[0], window[1]
-    results.put(asyncio.run(_clients(url, keys, start_at, end_at)))
+    """One load process: its clients made (an httpx client builds its TLS context, tens of ms
+    of CPU each), it says it is ready; once every process is, a closed-loop httpx client per
+    key until the window ends. What was sent and answered inside the window (wall clock) is
+    measured."""
+    results.put(asyncio.run(_clients(url, keys, ready, go, window)))
 
 
-async def _clients(url: str, keys: list[str], start_at: float,
-                   end_at: float) -> dict[str, Any]:
+async def _clients(url: str, keys: list[str], ready: Any, go: Any,
+                   window: Any) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    clients = [httpx.AsyncClient(base_url=url, timeout=60,
+                                 headers={"Authorization": f"Bearer {key}"}) for key in keys]
+    ready.release()
+    await asyncio.to_thread(go.wait)
+    start_at, end_at = window[0], window[1]
+    if time.time() >= start_at:
+        raise RuntimeError("a load process started after the window opened")
 
-    async def one(key: str) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=60,
-                                     headers={"Authorization": f"Bearer {key}"}) as client:
+    async def one(client: httpx.AsyncClient) -> None:
+        async with client:
             while (now := time.time()) < end_at:
                 started = time.perf_counter()
                 response = await client.post("/tasks", json={"kind": "noop", "params": None})
@@ -124,7 +131,7 @@ async def _clients(url: str, keys: list[str], start_at: float,
         await asyncio.sleep(max(0.0, end_at - time.time()))
         cpu[1] = time.process_time()
 
-    await asyncio.gather(measure_cpu(), *(one(key) for key in keys))
+    await asyncio.gather(measure_cpu(), *(one(client) for client in clients))
     return {"latencies": latencies, "statuses": dict(statuses), "cpu": cpu[1] - cpu[0]}
 
 
@@ -142,7 +149,7 @@ def httpx_load(url: str, keys: list[str], per_process: int, seconds: float,
                            args=(url, group, ready, go, window, results)) for group in groups]
     for proc in procs:
         proc.start()
-    for _ in procs:  # each has imported what it needs
+    for _ in procs:  # each has imported what it needs and made its clients
         if not ready.acquire(timeout=120):
             raise RuntimeError("a load process did not start")
     window[0] = time.time() + WARM_UP_SECONDS
@@ -229,7 +236,7 @@ async def run(report: Report, seconds: float, per_process: int, rounds: int) -> 
                 _, minimal = await post_tasks(web.url, keys, clients, 50 * clients)
                 rows[clients, name]["minimal"] = minimal
         store = {name: await _store_only(stack, 50, seconds, most)
-                 for name, most in ((ALONE, 1), (GROUPED, 100))}
+                 for name, most in ((ALONE, 1), (GROUPED, Settings().submit_batch))}
     _report(report, rows, seconds * rounds, durable)
     grouped, alone = store[GROUPED], store[ALONE]
     report.add("50 writers, store only: submits/s", grouped["rate"], "/s",
@@ -352,11 +359,13 @@ def _report(report: Report, rows: dict[tuple[int, str], dict[str, Any]], seconds
 
 
 def _profile(pid: int, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
-    """With BENCH_PYSPY=<py-spy binary>: sample `pid` for `seconds` into bench/profiles/."""
+    """With BENCH_PYSPY=<py-spy binary>: sample `pid` for `seconds` into a raw profile in the
+    temp directory (`python bench/profiles/summarise.py FILE` makes the summaries kept in
+    bench/profiles/)."""
     spy = os.environ.get("BENCH_PYSPY")
     if not spy:
         return None
-    out = Path(__file__).parent / "profiles" / f"{name}.txt"
+    out = Path(tempfile.gettempdir()) / f"longtask-{name}.raw"
     return subprocess.Popen([spy, "record", "-f", "raw", "-r", "200", "-d", str(int(seconds)),
                              "-o", str(out), "-p", str(pid)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -368,7 +377,7 @@ def _latencies(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
-    cli("bench.submit", "1. Submit", __doc__, run, seconds=5.0, per_process=5, rounds=3)
+    cli("bench.submit", "1. Submit", __doc__, run, seconds=5.0, per_process=5, rounds=2)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ async def stored(pool: asyncpg.Pool) -> dict[str, int]:
 
 
 async def test_writes_that_arrive_during_a_commit_share_the_next(pool: asyncpg.Pool) -> None:
-    commits = GroupCommit(pool, turns=1)
+    commits = GroupCommit(pool, turns=1, most=100)
 
     async def write_and_say_transaction(db: Db) -> tuple[Created, int]:
         created = await submit("t")(db)

@@ -51,7 +51,7 @@ class GroupCommit:
     """One per process, on its pool: `await commits.run(work)` runs `work(conn)` in a
     transaction shared with the writes that arrived while the last one was in flight."""
 
-    def __init__(self, pool: asyncpg.Pool, *, turns: int = 2, most: int = 100) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, turns: int = 5, most: int = 10) -> None:
         self._pool = pool
         self._turns = turns  # transactions in flight at once
         self._most = most  # writes in one transaction
