@@ -87,13 +87,21 @@ async def retire(arq: ArqRedis, queue_name: str, job_ids: Sequence[str]) -> int:
     return int(taken)
 
 
-async def held(arq: ArqRedis, queue_name: str, head: int = HELD_HEAD) -> list[str]:
-    """The jobs among the first `head` on the ARQ queue that a worker has taken (its in-progress
-    marker is set). A taken job keeps its place, and ARQ takes jobs in queue order, so a job a
-    worker took and never ended (it died) stays among the first ones."""
+async def held(arq: ArqRedis, queue_name: str, job_timeout: float,
+               head: int = HELD_HEAD) -> list[str]:
+    """The jobs on the ARQ queue that a worker has taken (its in-progress marker is set), looked
+    for where they can be: among the first `head` (ARQ takes jobs in queue order, and a taken
+    job keeps its place), and among the last `head` due within job_timeout + 10 s (where a job
+    is moved back to once its item is claimed, until ARQ would run it again itself)."""
+    now = timestamp_ms()
+    until = now + int((job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000)
     try:
-        ids = [i.decode() if isinstance(i, bytes) else str(i)
-               for i in await arq.zrange(queue_name, 0, head - 1)]
+        async with arq.pipeline(transaction=False) as pipe:
+            pipe.zrange(queue_name, 0, head - 1)
+            pipe.zrevrangebyscore(queue_name, until, now, start=0, num=head)
+            first, moved = await pipe.execute()
+        ids = list(dict.fromkeys(i.decode() if isinstance(i, bytes) else str(i)
+                                 for i in [*first, *moved]))
         if not ids:
             return []
         async with arq.pipeline(transaction=False) as pipe:

@@ -46,11 +46,11 @@ async def reconcile(deps: Deps) -> int:
     First, jobs that ended unseen leave the ARQ queue (the queue depth counts them no more) and
     give their dispatch slots back: a worker killed after its item ended but before ARQ ended
     the job (which ARQ holds for job_timeout), or a job ARQ dropped before it ran (see
-    broker.fair). With one ARQ queue (no fair dispatch), the jobs a worker holds are looked up
-    at the head of the queue instead."""
+    broker.fair). With one ARQ queue (no fair dispatch), the jobs workers hold are looked up on
+    the queue instead (`queue.held`)."""
     settings = deps.settings
     running = await fair.dispatched(deps.redis, settings) if settings.fair_dispatch \
-        else await queue.held(deps.redis, settings.queue_name)
+        else await queue.held(deps.redis, settings.queue_name, settings.job_timeout)
     over = await item_store.ended_jobs(deps.pool, running)
     freed = await fair.retire(deps.redis, settings, over) + await fair.sweep(deps.redis, settings)
     if freed:
