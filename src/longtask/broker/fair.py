@@ -162,7 +162,9 @@ async def retire(redis: ArqRedis, settings: Settings, job_ids: Sequence[str]) ->
     """These jobs' runs are over in Postgres (their items ended, or have new jobs: the reaper, a
     retake): take them off the ARQ queue, so no worker runs them, and free their slots. The
     number freed."""
-    if not job_ids or not settings.fair_dispatch:
+    if not settings.fair_dispatch:
+        return await queue.retire(redis, settings.queue_name, job_ids)
+    if not job_ids:
         return 0
     return (await _call(redis, settings, "retire", list(job_ids)) or (0, 0))[0]
 

@@ -1,9 +1,10 @@
-"""Item jobs on the ARQ queue: enqueue many in one round trip, and which ones a worker took."""
+"""Item jobs on the ARQ queue: enqueue many in one round trip, which ones a worker took, and
+taking off the queue the jobs whose runs are over in Postgres (a dead worker's)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 RUN_ITEM = "run_item"  # the one ARQ function: run an item of a task
 # ARQ marks a job it starts in progress for its worker's job_timeout plus this many seconds
 _ARQ_IN_PROGRESS_EXTRA = 10
+HELD_HEAD = 1000  # `held` looks this far into the queue: well past what a fleet runs at once
 
 
 # ARQ's enqueue_job, for many jobs in one round trip: a job whose id is queued, running or has
@@ -66,6 +68,50 @@ async def enqueue(arq: ArqRedis, queue_name: str, jobs: Iterable[PendingJob]) ->
     except (RedisError, OSError) as exc:
         log.warning("enqueue failed; the reconciler will retry: %s", exc)
     return added
+
+
+async def retire(arq: ArqRedis, queue_name: str, job_ids: Sequence[str]) -> int:
+    """Take jobs whose runs are over in Postgres (their items ended, or have new jobs) off the
+    ARQ queue, so that no worker runs them and the queue depth no longer counts them; the
+    number taken. ARQ itself would keep a dead worker's job there until job_timeout + 10 s."""
+    if not job_ids:
+        return 0
+    try:
+        async with arq.pipeline(transaction=True) as pipe:
+            pipe.zrem(queue_name, *job_ids)
+            pipe.delete(*(job_key_prefix + job_id for job_id in job_ids))
+            taken, _ = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("ended jobs not taken off the queue: %s", exc)
+        return 0
+    return int(taken)
+
+
+async def held(arq: ArqRedis, queue_name: str, job_timeout: float,
+               head: int = HELD_HEAD) -> list[str]:
+    """The jobs on the ARQ queue that a worker has taken (its in-progress marker is set), looked
+    for where they can be: among the first `head` (ARQ takes jobs in queue order, and a taken
+    job keeps its place), and among the last `head` due within job_timeout + 10 s (where a job
+    is moved back to once its item is claimed, until ARQ would run it again itself)."""
+    now = timestamp_ms()
+    until = now + int((job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000)
+    try:
+        async with arq.pipeline(transaction=False) as pipe:
+            pipe.zrange(queue_name, 0, head - 1)
+            pipe.zrevrangebyscore(queue_name, until, now, start=0, num=head)
+            first, moved = await pipe.execute()
+        ids = list(dict.fromkeys(i.decode() if isinstance(i, bytes) else str(i)
+                                 for i in [*first, *moved]))
+        if not ids:
+            return []
+        async with arq.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(redis_keys.arq_in_progress(job_id))
+            marks = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("jobs held by workers not read: %s", exc)
+        return []
+    return [job_id for job_id, mark in zip(ids, marks, strict=True) if mark]
 
 
 def _job_args(arq: ArqRedis, job: PendingJob) -> list[Any]:

@@ -238,6 +238,11 @@ class Settings:
         "Postgres connections a process keeps open")
     db_pool_max: int = setting(
         "LONGTASK_DB_POOL_MAX", parse.positive_int, 10, "Postgres connections a process may open")
+    submit_batch: int = setting(
+        "LONGTASK_SUBMIT_BATCH", parse.positive_int, 10,
+        "submits that arrive while a commit is in flight share the next one, up to this many "
+        "(one WAL flush for all, each answered once its rows are durable); `1`: each commits "
+        "alone")
     db_statement_cache: int = setting(
         "LONGTASK_DB_STATEMENT_CACHE", parse.non_negative_int, 100,
         "prepared statements each Postgres connection keeps; `0` behind a pooler in transaction "

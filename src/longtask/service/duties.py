@@ -46,14 +46,18 @@ async def reconcile(deps: Deps) -> int:
     claiming the item (it died or froze in between) gets a new job id: ARQ would hold the old
     one until job_timeout.
 
-    First, the dispatch slots of jobs that ended unseen go back to their tenants: a worker
-    killed after its item ended but before ARQ ended the job (which ARQ holds for job_timeout),
-    or a job ARQ dropped before it ran (see broker.fair)."""
+    First, jobs that ended unseen leave the ARQ queue (the queue depth counts them no more) and
+    give their dispatch slots back: a worker killed after its item ended but before ARQ ended
+    the job (which ARQ holds for job_timeout), or a job ARQ dropped before it ran (see
+    broker.fair). With one ARQ queue (no fair dispatch), the jobs workers hold are looked up on
+    the queue instead (`queue.held`)."""
     settings = deps.settings
-    over = await item_store.ended_jobs(deps.pool, await fair.dispatched(deps.redis, settings))
+    running = await fair.dispatched(deps.redis, settings) if settings.fair_dispatch \
+        else await queue.held(deps.redis, settings.queue_name, settings.job_timeout)
+    over = await item_store.ended_jobs(deps.pool, running)
     freed = await fair.retire(deps.redis, settings, over) + await fair.sweep(deps.redis, settings)
     if freed:
-        log.warning("%d dispatched job(s) ended unseen; their tenants' slots are free", freed)
+        log.warning("%d job(s) ended unseen; off the queue, their tenants' slots free", freed)
     pending = await item_store.pending_jobs(deps.pool, RECONCILE_AFTER_SECONDS,
                                             RECONCILE_HORIZON_SECONDS, deps.settings.queue_name)
     if not pending:

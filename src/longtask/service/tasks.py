@@ -5,6 +5,7 @@ reconciler enqueues what Redis lacks; listeners read missed events from Postgres
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from longtask.broker import fair
@@ -31,15 +32,17 @@ async def create(deps: Deps, tenant: str, kind: str, params: Any, items: list[Ne
                  idempotency_key: str | None = None, deadline_seconds: float | None = None,
                  run_at: datetime | None = None, retry_of: str | None = None) -> Created:
     """Store a task with its items, then enqueue them: Unavailable when the queue is full,
-    LimitReached when the tenant has its most open tasks or queued jobs."""
+    LimitReached when the tenant has its most open tasks or queued jobs. The rows commit
+    together with the other submits that arrived meanwhile (db.group), and this returns once
+    they are durable."""
     if deps.admission is not None:
         await deps.admission.room_in_queue(tenant)
-    created = await task_store.create(
-        deps.pool, tenant=tenant, kind=kind, params=params, items=items,
+    created = await deps.commits.run(partial(
+        task_store.create, tenant=tenant, kind=kind, params=params, items=items,
         idempotency_key=idempotency_key,
         request_hash=params_hash(kind, params) if idempotency_key else None,
         deadline_seconds=deadline_seconds, max_open=deps.settings.max_open_tasks, run_at=run_at,
-        retry_of=retry_of, queue=deps.settings.queue_name)
+        retry_of=retry_of, queue=deps.settings.queue_name, savepoint=False))
     await enqueue(deps, created.jobs)
     return created
 
