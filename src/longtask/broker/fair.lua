@@ -270,7 +270,10 @@ elseif op == 'heartbeat' or op == 'leave' then
     end
     local total = 0
     for _, slots in ipairs(redis.call('hvals', SLOTS)) do total = total + tonumber(slots) end
-    redis.call('set', P .. 'capacity', total, 'px', ttl)
+    -- it lasts as long as the live worker whose heartbeat lasts longest (not the caller's ttl:
+    -- a worker that beats with a short one would make the others' capacity lapse with it)
+    local last = redis.call('zrange', FLEET, -1, -1, 'withscores')
+    redis.call('set', P .. 'capacity', total, 'px', #last > 0 and math.max(1, last[2] - now) or ttl)
     return {0, dispatch()}
 end
 return redis.error_reply('unknown operation ' .. tostring(op))
