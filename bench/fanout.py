@@ -21,6 +21,7 @@ against the same window with no stream open. The streams are held by `--clients`
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from bench._report import Report, cli
@@ -88,6 +89,7 @@ async def run(report: Report, tasks: int, rate: float, streams: str, webs: str, 
     if max(sizes) + 200 > limit:
         report.note(f"open-file limit {limit}: sizes above {limit - 200} were left out")
         sizes = [s for s in sizes if s + 200 <= limit]
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     async with Stack() as stack, Clients(clients) as held:
         assert stack.pool is not None
         pool = stack.pool
@@ -110,7 +112,8 @@ async def run(report: Report, tasks: int, rate: float, streams: str, webs: str, 
         for count in [int(w) for w in webs.split(",") if w]:
             # new processes for each count: RSS and CPU start from a web that held no stream
             procs = [await stack.web(f"web-{n}", **ONE_TENANT) for n in range(count)]
-            await measure(report, stack, held, procs, worker.pid, ids, sizes, window_seconds)
+            await measure(report, stack, held, procs, worker.pid, ids, sizes, window_seconds,
+                          rate)
             for web in procs:
                 lost += web.tail(100_000).count("event hub lost Redis")
                 stack.stop(web)
@@ -120,13 +123,15 @@ async def run(report: Report, tasks: int, rate: float, streams: str, webs: str, 
         report.note("the machine's 2 cores are shared by the web, the emitting worker, "
                     "Postgres, Redis and the client processes (and, in a busy session, other "
                     "engineers' tests): absolute figures are noisy, the per-stream and "
-                    "per-event figures and the ratios to the no-stream window less so")
+                    "per-event figures and the ratios to the no-stream window less so; load "
+                    f"average at the start {load}, at the end " +
+                    " ".join(f"{v:.1f}" for v in os.getloadavg()))
         report.note(f"the web processes' pub/sub connections to Redis dropped {lost} time(s) "
                     "(each drop makes every open stream catch up from Postgres)")
 
 
 async def measure(report: Report, stack: Stack, held: Clients, webs: list[Web], worker: int,
-                  ids: list[str], sizes: list[int], seconds: float) -> None:
+                  ids: list[str], sizes: list[int], seconds: float, rate: float) -> None:
     """Every size on these web processes, smallest first, until one does not open."""
     assert stack.pool is not None
     pids = {web.name: web.pid for web in webs} | {"worker": worker}
@@ -149,17 +154,9 @@ async def measure(report: Report, stack: Stack, held: Clients, webs: list[Web], 
             report.add(f"{name}: streams open", opened, "streams", baseline=size,
                        baseline_name="asked for", target="all open", met=False)
             report.note(f"{name}: not reached: {opened:,} were open {connect:.0f} s after the "
-                        f"first (each may take 60 s, all {OPEN_SECONDS} s); larger sizes on "
-                        f"{on} were left out")
-            counters, seen, emitted = await window(stack, probe, held, seconds)
-            busy = cores(counters)
-            report.note(f"with those {opened:,} open: delivery p99 "
-                        f"{percentile(seen.latencies, 99) * 1000:,.0f} ms, "
-                        f"{len(seen.latencies):,} of {expected(seen, emitted):,} events "
-                        f"delivered, cores busy {sum(busy.values()):.2f}: " +
-                        ", ".join(f"{k} {v:.2f}" for k, v in busy.items()))
-            await held.close()
-            break
+                        f"first (each may take 60 s, all {OPEN_SECONDS} s); the figures below "
+                        f"are for those {opened:,}, and larger sizes on {on} were left out")
+            name = f"{name} ({opened:,} open)"
         await asyncio.sleep(2)  # the replay of each stream's first page is over
         rss_open = {web.name: proc_status(web.pid, "VmRSS") for web in webs}
         counters, seen, emitted = await window(stack, probe, held, seconds)
@@ -170,11 +167,13 @@ async def measure(report: Report, stack: Stack, held: Clients, webs: list[Web], 
         report.add(f"{name}: events delivered", len(lat), "events", baseline=want,
                    baseline_name="emitted x streams", target="every event" if at_10k else "",
                    met=(len(lat) >= want and short == 0) if at_10k else None)
+        report.add(f"{name}: events emitted/s", sum(emitted.values()) / seconds, "events/s",
+                   baseline=rate, baseline_name="--rate")
         report.add(f"{name}: delivery p50", percentile(lat, 50) * 1000, "ms")
         report.add(f"{name}: delivery p99", p99, "ms", target="< 250 ms" if at_10k else "",
                    met=(p99 < 250) if at_10k else None)
         grown = sum(rss_open[k] - rss_idle[k] for k in rss_open)
-        report.add(f"{name}: web RSS per stream", grown / size / 1024, "KiB")
+        report.add(f"{name}: web RSS per stream", grown / max(1, opened) / 1024, "KiB")
         web_cpu = sum(cores(counters, "web").values()) * seconds
         report.add(f"{name}: web CPU per delivered event",
                    web_cpu / max(1, len(lat)) * 1e6, "us",
@@ -195,11 +194,13 @@ async def measure(report: Report, stack: Stack, held: Clients, webs: list[Web], 
                    baseline=sum(cores(idle).values()), baseline_name="no streams")
         report.note(f"{name}: cores busy by process: " +
                     ", ".join(f"{k} {v:.2f}" for k, v in busy.items()))
-        report.note(f"{name}: opened in {connect:.1f} s ({size / connect:,.0f}/s); web RSS "
+        report.note(f"{name}: opened in {connect:.1f} s ({opened / connect:,.0f}/s); web RSS "
                     f"{sum(rss_open.values()) / 2**20:,.0f} MiB open, "
                     f"{sum(rss_idle.values()) / 2**20:,.0f} MiB with none; {short:,} stream(s) "
                     f"missed events, {seen.dropped:,} closed by the server")
         await held.close()
+        if opened < size:
+            break
         await asyncio.sleep(3)
 
 
