@@ -197,7 +197,7 @@ async def measure(report: Report, stack: Stack, held: Clients, webs: list[Web], 
         report.note(f"{name}: opened in {connect:.1f} s ({opened / connect:,.0f}/s); web RSS "
                     f"{sum(rss_open.values()) / 2**20:,.0f} MiB open, "
                     f"{sum(rss_idle.values()) / 2**20:,.0f} MiB with none; {short:,} stream(s) "
-                    f"missed events, {seen.dropped:,} closed by the server")
+                    f"missed events (none within {DRAIN_SECONDS} s of the window's end), {seen.dropped:,} closed by the server")
         await held.close()
         if opened < size:
             break
