@@ -88,7 +88,7 @@ def number(value: float) -> str:
 
 
 def cli(module: str, title: str, doc: str | None, run: Callable[..., Awaitable[None]],
-        **sizes: float) -> None:
+        **sizes: float | str) -> None:
     """A bench script's command line: `--NAME` for each size (its default the issue's size)
     and `--json PATH`; runs `run(report, **sizes)`, prints the table, saves the figures."""
     p = argparse.ArgumentParser(description=doc,
