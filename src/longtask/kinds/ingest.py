@@ -21,7 +21,7 @@ from longtask.core.errors import JobCanceled, PermanentError, TransientError
 from longtask.core.kinds import kind
 from longtask.kinds import llm
 from longtask.pipeline import providers
-from longtask.pipeline.chunk import chunk_pages
+from longtask.pipeline.chunk import Chunk, chunk_pages
 from longtask.pipeline.embed import Embedder
 from longtask.pipeline.pdf import ParseUsage, PdfParser, sniff
 from longtask.store import documents, files
@@ -80,8 +80,7 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
                              code="empty")
     # CPU work on up to LONGTASK_MAX_DOCUMENT_CHARS of text: off the event loop, so heartbeats
     # keep the lease meanwhile (the summariser's own work is off it too)
-    chunks = await asyncio.to_thread(chunk_pages, texts, ctx.settings.chunk_tokens,
-                                     ctx.settings.chunk_overlap)
+    chunks = await asyncio.to_thread(_chunk, ctx, texts)
     await ctx.progress(42, f"{len(chunks)} chunks", stage="chunk", file=name,
                        pages=pages_total, pages_total=pages_total, chunks=0,
                        chunks_total=len(chunks))
@@ -105,6 +104,11 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
         ctx.raise_if_canceled()
     return {"document_id": doc.id, "filename": name, "status": "indexed", "pages": pages_total,
             "chunks": count, "summary_method": ctx.checkpoint["summary"]["method"]}
+
+
+def _chunk(ctx: JobContext, texts: list[str]) -> list[Chunk]:
+    tokenizer = providers.tokenizer(ctx.settings)  # loaded once per process, here off the loop
+    return chunk_pages(texts, tokenizer, ctx.settings.chunk_tokens, ctx.settings.chunk_overlap)
 
 
 async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
