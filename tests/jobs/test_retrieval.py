@@ -69,3 +69,57 @@ async def test_no_stored_chunk_is_over_the_model_window(tenant_a: Tenant, live_w
     assert await pool.fetchval(
         "SELECT count(*) FROM (SELECT document_id, idx FROM chunks"
         " GROUP BY 1, 2 HAVING count(*) > 1) d") == 0
+
+
+def manual_pages(pages: int, identifier: str, on_page: int) -> list[str]:
+    """A long maintenance manual whose pages all talk about the same thing; one names a part."""
+    rng = random.Random(3)
+    topics = ["the pump", "the valve", "the compressor", "the filter", "the seal", "the bearing"]
+    texts = []
+    for number in range(1, pages + 1):
+        sentences = [f"Check {rng.choice(topics)} for wear and replace {rng.choice(topics)} "
+                     f"when the pressure drops below {rng.randint(2, 9)} bar."
+                     for _ in range(14)]
+        if number == on_page:
+            sentences.insert(7, f"If the pressure drops, replace the seal kit {identifier}.")
+        texts.append(f"Section {number}. " + " ".join(sentences))
+    return texts
+
+
+async def test_hybrid_and_text_find_an_exact_identifier(tenant_a: Tenant, tenant_b: Tenant,
+                                                        live_worker: Worker) -> None:
+    identifier, page = "QX-7731-ALPHA", 23
+    submitted = await ingest(tenant_a.client, [
+        ("manual.pdf", pdfs.text_pdf("Manual", manual_pages(40, identifier, page)))])
+    await wait_status(tenant_a.client, submitted["id"], {"completed"}, timeout=180)
+    document_id = submitted["documents"][0]["document_id"]
+    shown = (await tenant_a.client.get(f"/documents/{document_id}")).json()
+    assert shown["language"] == "english"
+
+    found = {}
+    for mode in ("hybrid", "text", "vector"):
+        response = await tenant_a.client.get("/search", params={
+            "q": f"seal kit {identifier}", "k": 5, "mode": mode})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["mode"] == mode and len(body["results"]) == 5, body
+        found[mode] = body["results"]
+    for mode in ("hybrid", "text"):
+        best = found[mode][0]
+        assert best["page_start"] <= page <= best["page_end"], (mode, best)
+        assert identifier in best["text"]
+        assert f"**{identifier}**" in best["snippet"], best["snippet"]
+    assert (await tenant_a.client.get("/search", params={"q": "seal"})).json()["mode"] == "hybrid"
+    in_document = (await tenant_a.client.get("/search", params={
+        "q": identifier, "document_id": document_id, "mode": "text"})).json()["results"]
+    assert in_document[0]["page_start"] <= page <= in_document[0]["page_end"]
+    # another tenant's search finds nothing of it
+    other = (await tenant_b.client.get("/search", params={"q": identifier, "mode": "text"}))
+    assert other.status_code == 200 and other.json()["results"] == []
+
+
+async def test_a_bad_mode_is_a_400(tenant_a: Tenant) -> None:
+    response = await tenant_a.client.get("/search", params={"q": "seal", "mode": "fuzzy"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_mode" and "hybrid" in body["detail"]

@@ -85,6 +85,9 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
                        pages=pages_total, pages_total=pages_total, chunks=0,
                        chunks_total=len(chunks))
 
+    if "language" not in ctx.checkpoint:
+        await ctx.save_checkpoint(language=await documents.language_of(ctx.pool, "\n".join(texts)))
+    language = ctx.checkpoint["language"]
     if "summary" not in ctx.checkpoint:
         summary = await llm.summariser(ctx).summarise("\n\n".join(texts))
         await ctx.save_checkpoint(summary=summary.as_dict())
@@ -93,12 +96,12 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
 
     embedder: Embedder = ctx.resource("embedder",
                                       lambda: providers.embedder(ctx.settings, ctx.http))
-    dim = await _embed(ctx, embedder, doc.id, generation, chunks, name)
+    dim = await _embed(ctx, embedder, doc.id, generation, chunks, name, language)
     await ctx.progress(97, "storing", stage="store", file=name)
     count = await documents.publish(
         ctx.pool, doc.id, generation, title=title or Path(name).stem, pages=pages_total,
         summary=ctx.checkpoint["summary"], model=embedder.model, dim=dim, task_id=ctx.task_id,
-        item_id=ctx.item_id, owner=ctx.worker_id)
+        item_id=ctx.item_id, owner=ctx.worker_id, language=language)
     if count is None:
         ctx.cancel("lease_lost")
         ctx.raise_if_canceled()
@@ -145,7 +148,7 @@ async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
 
 
 async def _embed(ctx: JobContext, embedder: Embedder, document_id: str, generation: str,
-                 chunks: list[Any], name: str) -> int:
+                 chunks: list[Chunk], name: str, language: str) -> int:
     """Embed and store chunks batch by batch, after those a previous run already stored."""
     batch = ctx.settings.embed_batch
     done = await documents.chunks_stored(ctx.pool, document_id, generation)
@@ -160,7 +163,7 @@ async def _embed(ctx: JobContext, embedder: Embedder, document_id: str, generati
             await _index_once(ctx, embedder.model, dim)
         await documents.save_chunks(ctx.pool, ctx.tenant, document_id, generation, embedder.model, [
             ChunkRow(c.idx, c.page_start, c.page_end, c.text, c.tokens, v)
-            for c, v in zip(part, vectors)])
+            for c, v in zip(part, vectors)], language)
         stored = start + len(part)
         await ctx.save_checkpoint(embedded=stored)  # also stops here if the lease was lost
         await ctx.progress(55 + 40 * stored / len(chunks), f"chunk {stored} of {len(chunks)}",
