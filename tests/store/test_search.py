@@ -68,3 +68,12 @@ def _query(vector: np.ndarray, k: int, document_ids: list[str] | None = None,
 
 def _keys(hits: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(h["document_id"], h["idx"]) for h in hits]
+
+
+async def test_each_document_gets_the_language_its_stop_words_say(pool: asyncpg.Pool) -> None:
+    german = "Die Anleitung beschreibt die Wartung der Anlage und die Pflege des Gerätes. " * 20
+    assert await documents.language_of(pool, german) == "german"
+    assert await documents.language_of(pool, "The valve opens when the pressure rises. " * 20) \
+        == "english"
+    assert await documents.language_of(pool, "東京は日本の首都です。" * 50) == "simple"
+    assert await documents.language_of(pool, "12345-AB 0.123mm ±0.01 " * 50) == "simple"
