@@ -30,7 +30,7 @@ from longtask import config
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SCRIPTS = ("submit", "overhead", "latency", "fanout", "llm", "ingest", "relay", "generate",
-           "scrape", "fairness")
+           "scrape", "fairness", "retrieval")
 PACKAGES = ("starlette", "uvicorn", "arq", "redis", "asyncpg", "sse-starlette", "httpx",
             "pymupdf", "sentence-transformers", "torch", "pgserver")
 

@@ -24,6 +24,7 @@ from bench._report import Report, cli
 from bench._stack import Stack, descendants, proc_status
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.pdf import ParseUsage, PdfParser
+from longtask.pipeline.tokenize import local
 from longtask.samples import FOLDER as SAMPLES
 from longtask.testing import pdfs
 
@@ -144,7 +145,7 @@ async def run(report: Report, pages: int, docs: int, rss_pages: int) -> None:
         for processes in (1, 2):
             total, seconds, texts = await parse_only(paths, processes)
             report.add(f"parse only, {processes} process(es)", total / seconds, "pages/s")
-        chunks = [c.text for t in texts for c in chunk_pages(t)]
+        chunks = [c.text for t in texts for c in chunk_pages(t, local())]
         load = model_load_seconds()
         for processes in (1, 2):
             seconds = embed_only(chunks, processes) - load

@@ -80,9 +80,9 @@ class AsyncClient:
     async def delete(self, task_id: str) -> None:
         await self._send(calls.delete(task_id))
 
-    async def search(self, q: str, *, k: int | None = None,
-                     document_id: str | None = None) -> builtins.list[SearchHit]:
-        return await self._send(calls.search(q, k, document_id))
+    async def search(self, q: str, *, k: int | None = None, document_id: str | None = None,
+                     mode: str | None = None) -> builtins.list[SearchHit]:
+        return await self._send(calls.search(q, k, document_id, mode))
 
     async def stats(self) -> Stats:
         return await self._send(calls.stats())

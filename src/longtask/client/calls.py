@@ -127,8 +127,9 @@ def delete(task_id: str) -> Call[None]:
     return Call("DELETE", _path(task_id), lambda response: None)
 
 
-def search(q: str, k: int | None, document_id: str | None) -> Call[list[models.SearchHit]]:
-    params = {"q": q, "k": k, "document_id": document_id}
+def search(q: str, k: int | None, document_id: str | None,
+           mode: str | None = None) -> Call[list[models.SearchHit]]:
+    params = {"q": q, "k": k, "document_id": document_id, "mode": mode}
     return Call("GET", "/search", _json(models.search_hits),
                 params={k: v for k, v in params.items() if v is not None})
 

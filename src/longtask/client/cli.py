@@ -4,7 +4,7 @@
     longtask ask QUESTION [--follow] [--documents ID,...] [--max-steps N]
     longtask watch ID | show ID | cancel ID | retry ID
     longtask ls [--status S] [--kind K] [--limit N]
-    longtask search QUERY [-k N]
+    longtask search QUERY [-k N] [--mode hybrid|vector|text]
 
 `ask` submits an agent run over the documents; with --follow it prints each step as it happens,
 the answer as the model writes it, then the citations (`client_ask`).
@@ -70,6 +70,8 @@ def add_parsers(sub: Any) -> None:
     search = sub.add_parser("search", parents=[common], help="search the documents")
     search.add_argument("query", metavar="QUERY")
     search.add_argument("-k", type=int, default=5, help="how many chunks (default 5)")
+    search.add_argument("--mode", choices=("hybrid", "vector", "text"),
+                        help="words and meaning fused (hybrid, the default), or one of them")
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -176,15 +178,22 @@ def _retry(client: Client, args: argparse.Namespace, console: Console) -> int:
 
 
 def _search(client: Client, args: argparse.Namespace, console: Console) -> int:
-    hits = client.search(args.query, k=args.k)
+    hits = client.search(args.query, k=args.k, mode=args.mode)
     table = _table("score", "document", "pages", "text")
     for hit in hits:
         pages = f"{hit.page_start}" if hit.page_start == hit.page_end else \
             f"{hit.page_start}-{hit.page_end}"
         table.add_row(f"{hit.score:.3f}", escape(hit.filename), pages,
-                      escape(" ".join(hit.text.split())[:160]))
+                      _bold(" ".join((hit.snippet or hit.text).split())[:200]))
     console.print(table if hits else f"nothing found for {args.query!r}")
     return 0
+
+
+def _bold(snippet: str) -> str:
+    """A snippet's `**words**` in bold, the rest escaped for rich."""
+    parts = snippet.split("**")
+    return "".join(f"[bold]{escape(p)}[/bold]" if n % 2 else escape(p)
+                   for n, p in enumerate(parts))
 
 
 def _table(*columns: str) -> Table:

@@ -123,7 +123,10 @@ class TaskPage:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """A chunk that matched a search, with its document, pages and cosine score."""
+    """A chunk that matched a search, with its document, pages and a snippet in which the
+    query's words are in `**bold**`. `score` is the mode's: fused ranks (hybrid), cosine
+    similarity (vector) or ts_rank_cd (text); `similarity` is the cosine, when the vector side
+    found the chunk."""
 
     document_id: str
     filename: str
@@ -133,6 +136,10 @@ class SearchHit:
     page_end: int | None = None
     title: str | None = None
     idx: int = 0
+    snippet: str = ""
+    similarity: float | None = None
+    vector_rank: int | None = None
+    text_rank: int | None = None
 
 
 @dataclass(frozen=True)

@@ -89,10 +89,11 @@ class Client:
         """Delete an ended task; `Conflict` while it runs."""
         self._send(calls.delete(task_id))
 
-    def search(self, q: str, *, k: int | None = None,
-               document_id: str | None = None) -> builtins.list[SearchHit]:
-        """The `k` chunks nearest the query, best first."""
-        return self._send(calls.search(q, k, document_id))
+    def search(self, q: str, *, k: int | None = None, document_id: str | None = None,
+               mode: str | None = None) -> builtins.list[SearchHit]:
+        """The `k` chunks that best answer the query, best first; `mode`: `hybrid` (the
+        server's default: words and meaning fused), `text` (words) or `vector` (meaning)."""
+        return self._send(calls.search(q, k, document_id, mode))
 
     def stats(self) -> Stats:
         """The tenant's tasks by status and kind, the queue depth, the workers alive."""

@@ -184,10 +184,14 @@ class Settings:
         "LONGTASK_EMBED_MODEL", str, "all-MiniLM-L6-v2", "the embedding model's name")
     embed_batch: int = setting(
         "LONGTASK_EMBED_BATCH", parse.positive_int, 32, "chunks per embedding call")
+    embed_window: int = setting(
+        "LONGTASK_EMBED_WINDOW", parse.positive_int, 8191,
+        "tokens the endpoint's model reads in one input (counted with tiktoken); the local "
+        "model's is its own (256)")
     # uploads and documents
     chunk_tokens: int = setting(
-        "LONGTASK_CHUNK_TOKENS", parse.positive_int, 200,
-        "chunk size in tokens (words and punctuation)")
+        "LONGTASK_CHUNK_TOKENS", parse.positive_int, 256,
+        "chunk size in the embedding model's tokens (never over its window)")
     chunk_overlap: int = setting(
         "LONGTASK_CHUNK_OVERLAP", parse.non_negative_int, 40,
         "tokens shared by neighbouring chunks (fewer than the chunk size)")

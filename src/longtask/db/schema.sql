@@ -311,6 +311,7 @@ CREATE TABLE documents (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     indexed_at       timestamptz,
+    language         regconfig NOT NULL DEFAULT 'simple',  -- its text-search configuration
     UNIQUE (tenant, sha256)
 );
 CREATE INDEX documents_by_tenant ON documents (tenant, created_at DESC, id DESC);
@@ -336,14 +337,22 @@ CREATE TABLE chunks (
     tokens       integer NOT NULL,
     model        text NOT NULL,
     embedding    vector NOT NULL,               -- any dimension: each model has its own
+    language     regconfig NOT NULL DEFAULT 'simple',  -- its document's, when it was written
+    tsv          tsvector,                      -- to_tsvector(language, text), for text search
     UNIQUE (document_id, generation, idx)
 );
 CREATE INDEX chunks_by_tenant ON chunks (tenant, document_id);
+CREATE INDEX chunks_tsv ON chunks USING gin (tsv);
 -- One HNSW index per embedding model (its dimension fixed by the cast): the local default here,
 -- the others made when a worker first uses them.
 CREATE INDEX chunks_hnsw_minilm ON chunks
     USING hnsw ((embedding::vector(384)) vector_cosine_ops)
     WHERE model = 'all-MiniLM-L6-v2';
+
+
+-- A query is parsed in each language a tenant's documents use, and the parses ORed: one
+-- tsquery that the GIN index can serve, whatever the language of each chunk.
+CREATE AGGREGATE longtask_tsquery_or (tsquery) (SFUNC = tsquery_or, STYPE = tsquery);
 
 
 -- A worker's writes per item run ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The tools an agent run may call, over the tenant's own documents: search its chunks (pgvector),
+"""The tools an agent run may call, over the tenant's own documents: search its chunks (hybrid),
 read a document's pages, read a document's summary. Each returns what the model sees and a
 short line for the step event; passages keep their document and pages, for citations."""
 
@@ -14,16 +14,20 @@ from longtask.core.errors import NotFound
 from longtask.pipeline import providers
 from longtask.pipeline.embed import Embedder
 from longtask.store import documents
+from longtask.store import search as search_store
 
 MAX_PAGES_READ = 5
 PASSAGE_CHARS = 800
 
 SPECS: list[dict[str, Any]] = [
     {"type": "function", "function": {
-        "name": "search", "description": "Find passages in the user's documents.",
+        "name": "search", "description": (
+            "Find passages in the user's documents. mode: hybrid (default: words and meaning), "
+            "text (exact words: names, codes, numbers), vector (meaning only)."),
         "parameters": {"type": "object", "required": ["query"], "properties": {
             "query": {"type": "string"},
-            "k": {"type": "integer", "minimum": 1, "maximum": 10}}}}},
+            "k": {"type": "integer", "minimum": 1, "maximum": 10},
+            "mode": {"type": "string", "enum": list(search_store.MODES)}}}}},
     {"type": "function", "function": {
         "name": "read_pages", "description": "Read pages of one document (at most 5).",
         "parameters": {"type": "object", "required": ["document_id", "first"], "properties": {
@@ -49,7 +53,8 @@ async def run(ctx: JobContext, name: str, arguments: dict[str, Any],
     try:
         if name == "search":
             return await search(ctx, str(arguments.get("query") or ""),
-                                _bounded(arguments.get("k"), 5, 1, 10), only)
+                                _bounded(arguments.get("k"), 5, 1, 10), only,
+                                str(arguments.get("mode") or "hybrid"))
         if name == "read_pages":
             return await _read_pages(ctx, str(arguments.get("document_id") or ""),
                                      arguments.get("first"), arguments.get("last"), only)
@@ -60,17 +65,17 @@ async def run(ctx: JobContext, name: str, arguments: dict[str, Any],
     return _refusal(f"there is no tool {name!r}")
 
 
-async def search(ctx: JobContext, query: str, k: int, only: list[str] | None) -> Observation:
+async def search(ctx: JobContext, query: str, k: int, only: list[str] | None,
+                 mode: str = "hybrid") -> Observation:
     if not query.strip():
         raise ValueError("`query` is empty")
+    if mode not in search_store.MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(search_store.MODES)}")
     embedder: Embedder = ctx.resource("embedder",
                                       lambda: providers.embedder(ctx.settings, ctx.http))
-    vector = (await embedder.embed([query]))[0]
-    hits: list[dict[str, Any]] = []
-    for document_id in only or [None]:  # type: ignore[list-item]
-        hits += await documents.search(ctx.pool, ctx.tenant, vector, embedder.model, k,
-                                       document_id)
-    hits = sorted(hits, key=lambda h: h["score"], reverse=True)[:k]
+    vector = None if mode == "text" else (await embedder.embed([query]))[0]
+    hits = await search_store.search(ctx.pool, ctx.tenant, search_store.Query(
+        query, k, mode, vector, embedder.model, only or None))
     sources = [_source(h["document_id"], h["filename"], h["page_start"], h["page_end"],
                        h["text"]) for h in hits]
     return Observation(json.dumps(sources), f"{len(sources)} passages for {query[:60]!r}", sources)

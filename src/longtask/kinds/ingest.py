@@ -21,7 +21,7 @@ from longtask.core.errors import JobCanceled, PermanentError, TransientError
 from longtask.core.kinds import kind
 from longtask.kinds import llm
 from longtask.pipeline import providers
-from longtask.pipeline.chunk import chunk_pages
+from longtask.pipeline.chunk import Chunk, chunk_pages
 from longtask.pipeline.embed import Embedder
 from longtask.pipeline.pdf import ParseUsage, PdfParser, sniff
 from longtask.store import documents, files
@@ -80,12 +80,14 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
                              code="empty")
     # CPU work on up to LONGTASK_MAX_DOCUMENT_CHARS of text: off the event loop, so heartbeats
     # keep the lease meanwhile (the summariser's own work is off it too)
-    chunks = await asyncio.to_thread(chunk_pages, texts, ctx.settings.chunk_tokens,
-                                     ctx.settings.chunk_overlap)
+    chunks = await asyncio.to_thread(_chunk, ctx, texts)
     await ctx.progress(42, f"{len(chunks)} chunks", stage="chunk", file=name,
                        pages=pages_total, pages_total=pages_total, chunks=0,
                        chunks_total=len(chunks))
 
+    if "language" not in ctx.checkpoint:
+        await ctx.save_checkpoint(language=await documents.language_of(ctx.pool, "\n".join(texts)))
+    language = ctx.checkpoint["language"]
     if "summary" not in ctx.checkpoint:
         summary = await llm.summariser(ctx).summarise("\n\n".join(texts))
         await ctx.save_checkpoint(summary=summary.as_dict())
@@ -94,17 +96,22 @@ async def _ingest(ctx: JobContext, item: dict[str, Any]) -> dict[str, Any]:
 
     embedder: Embedder = ctx.resource("embedder",
                                       lambda: providers.embedder(ctx.settings, ctx.http))
-    dim = await _embed(ctx, embedder, doc.id, generation, chunks, name)
+    dim = await _embed(ctx, embedder, doc.id, generation, chunks, name, language)
     await ctx.progress(97, "storing", stage="store", file=name)
     count = await documents.publish(
         ctx.pool, doc.id, generation, title=title or Path(name).stem, pages=pages_total,
         summary=ctx.checkpoint["summary"], model=embedder.model, dim=dim, task_id=ctx.task_id,
-        item_id=ctx.item_id, owner=ctx.worker_id)
+        item_id=ctx.item_id, owner=ctx.worker_id, language=language)
     if count is None:
         ctx.cancel("lease_lost")
         ctx.raise_if_canceled()
     return {"document_id": doc.id, "filename": name, "status": "indexed", "pages": pages_total,
             "chunks": count, "summary_method": ctx.checkpoint["summary"]["method"]}
+
+
+def _chunk(ctx: JobContext, texts: list[str]) -> list[Chunk]:
+    tokenizer = providers.tokenizer(ctx.settings)  # loaded once per process, here off the loop
+    return chunk_pages(texts, tokenizer, ctx.settings.chunk_tokens, ctx.settings.chunk_overlap)
 
 
 async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
@@ -141,7 +148,7 @@ async def _parse(ctx: JobContext, item: dict[str, Any]) -> tuple[int, str]:
 
 
 async def _embed(ctx: JobContext, embedder: Embedder, document_id: str, generation: str,
-                 chunks: list[Any], name: str) -> int:
+                 chunks: list[Chunk], name: str, language: str) -> int:
     """Embed and store chunks batch by batch, after those a previous run already stored."""
     batch = ctx.settings.embed_batch
     done = await documents.chunks_stored(ctx.pool, document_id, generation)
@@ -156,7 +163,7 @@ async def _embed(ctx: JobContext, embedder: Embedder, document_id: str, generati
             await _index_once(ctx, embedder.model, dim)
         await documents.save_chunks(ctx.pool, ctx.tenant, document_id, generation, embedder.model, [
             ChunkRow(c.idx, c.page_start, c.page_end, c.text, c.tokens, v)
-            for c, v in zip(part, vectors)])
+            for c, v in zip(part, vectors)], language)
         stored = start + len(part)
         await ctx.save_checkpoint(embedded=stored)  # also stops here if the lease was lost
         await ctx.progress(55 + 40 * stored / len(chunks), f"chunk {stored} of {len(chunks)}",

@@ -8,6 +8,7 @@ from longtask.config import Settings
 from longtask.pipeline.chat import ChatClient, Throttle
 from longtask.pipeline.embed import Embedder, HttpEmbedder, LocalEmbedder
 from longtask.pipeline.llm import ChatSummariser, ExtractiveSummariser, Summariser
+from longtask.pipeline.tokenize import Tokenizer, local, remote
 
 
 def chat(settings: Settings, http: httpx.AsyncClient,
@@ -28,3 +29,10 @@ def embedder(settings: Settings, http: httpx.AsyncClient) -> Embedder:
     if settings.embed_url:
         return HttpEmbedder(http, settings.embed_url, settings.embed_api_key, settings.embed_model)
     return LocalEmbedder(settings.embed_batch)
+
+
+def tokenizer(settings: Settings) -> Tokenizer:
+    """The token count of the embedder the settings ask for (loads files: call it off the loop)."""
+    if settings.embed_url:
+        return remote(settings.embed_model, settings.embed_window)
+    return local()

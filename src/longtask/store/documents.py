@@ -36,6 +36,7 @@ class Document:
     task_id: str | None
     created_at: datetime
     indexed_at: datetime | None
+    language: str  # its text-search configuration (`simple`: no stemming)
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "generation"}
@@ -54,7 +55,12 @@ class ChunkRow:
     embedding: list[float]
 
 
-_COLUMNS = ", ".join(f.name for f in fields(Document))
+_COLUMNS = ", ".join(f"{f.name}::text AS {f.name}" if f.name == "language" else f.name
+                     for f in fields(Document))
+# a document's words decide its language when at least this share of them are the language's
+# stop words ("the", "of", "und", "der" ...); English text runs at 40 to 50 %
+_STOP_WORD_SHARE = 0.15
+_LANGUAGE_SAMPLE_CHARS = 2000
 
 
 async def upsert(pool: asyncpg.Pool, tenant: str, *, sha256: str, file_id: str, filename: str,
@@ -135,8 +141,30 @@ async def chunks(pool: asyncpg.Pool, tenant: str, document_id: str) -> list[dict
     return [dict(r) for r in rows]
 
 
+async def language_of(pool: asyncpg.Pool, text: str) -> str:
+    """The text-search configuration for a text: the one of Postgres' own (snowball) whose stop
+    words the text uses most, if it uses them enough; `simple` (no stemming, no stop words) for
+    a language without one (Japanese, Chinese ...) or text that is mostly numbers."""
+    language = await pool.fetchval(_LANGUAGE, text[:_LANGUAGE_SAMPLE_CHARS], _STOP_WORD_SHARE)
+    return str(language or "simple")
+
+
+# a stop word is a token that a configuration's dictionaries turn into no lexeme at all
+_LANGUAGE = """
+WITH words AS (
+    SELECT count(*) AS n FROM ts_debug('simple', $1) WHERE lexemes IS NOT NULL
+)
+SELECT c.cfgname FROM pg_ts_config c, words
+CROSS JOIN LATERAL (SELECT count(*) AS n FROM ts_debug(c.oid::regconfig, $1)
+                    WHERE lexemes = '{}') stops
+WHERE c.cfgnamespace = 'pg_catalog'::regnamespace AND c.cfgname <> 'simple'
+  AND stops.n >= $2 * words.n AND stops.n > 0
+ORDER BY stops.n DESC, c.cfgname LIMIT 1
+"""
+
+
 async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generation: str,
-                      model: str, rows: list[ChunkRow]) -> None:
+                      model: str, rows: list[ChunkRow], language: str = "simple") -> None:
     """Store a batch of a generation's chunks; a batch stored twice is stored once."""
     # One statement over arrays, not executemany: that streams its rows in buffers of 32 KB,
     # in a transaction that stays open until the last one is sent, so a worker that froze in
@@ -144,16 +172,17 @@ async def save_chunks(pool: asyncpg.Pool, tenant: str, document_id: str, generat
     # generation, the same keys) waited on them to insert its own.
     await pool.execute(
         "INSERT INTO chunks (document_id, tenant, generation, idx, page_start, page_end, text,"
-        " tokens, model, embedding)"
+        " tokens, model, embedding, language, tsv)"
         " SELECT $1::uuid, $2::text, $3::uuid, u.idx, u.page_start, u.page_end, u.text,"
-        " u.tokens, $4::text, u.embedding::vector"
+        " u.tokens, $4::text, u.embedding::vector, $11::text::regconfig,"
+        " to_tsvector($11::text::regconfig, u.text)"
         " FROM unnest($5::int[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[])"
         " AS u(idx, page_start, page_end, text, tokens, embedding)"
         " ON CONFLICT (document_id, generation, idx) DO NOTHING",
         document_id, tenant, generation, model, [r.idx for r in rows],
         [r.page_start for r in rows], [r.page_end for r in rows],
         [r.text.replace("\x00", "") for r in rows], [r.tokens for r in rows],
-        [_vector(r.embedding) for r in rows],
+        [vector_literal(r.embedding) for r in rows], language,
     )
 
 
@@ -165,11 +194,11 @@ async def chunks_stored(pool: asyncpg.Pool, document_id: str, generation: str) -
 
 async def publish(pool: asyncpg.Pool, document_id: str, generation: str, *, title: str,
                   pages: int, summary: dict[str, Any], model: str, dim: int, task_id: str,
-                  item_id: str, owner: str) -> int | None:
+                  item_id: str, owner: str, language: str = "simple") -> int | None:
     """Make a generation the one search sees and drop the others, at once, if the item's lease
     is still `owner`'s; None if it is not (a late run writes nothing)."""
     count = await pool.fetchval(_PUBLISH, document_id, generation, title, pages, summary, model,
-                                dim, task_id, item_id, owner)
+                                dim, task_id, item_id, owner, language)
     return None if count is None else int(count)
 
 
@@ -185,7 +214,7 @@ WITH stored AS (
     UPDATE documents SET status = 'indexed', error = NULL, generation = $2, title = $3,
         pages = $4, summary = $5, embedding_model = $6, embedding_dim = $7,
         chunk_count = (SELECT chunks FROM stored), task_id = $8, indexed_at = now(),
-        updated_at = now()
+        updated_at = now(), language = $11::text::regconfig
     WHERE id = $1 AND EXISTS (SELECT 1 FROM task_items WHERE id = $9 AND lease_owner = $10
                               AND status = 'running')
     RETURNING chunk_count
@@ -232,43 +261,25 @@ async def ensure_vector_index(db: Db, model: str, dim: int) -> bool:
     # process that freezes after sending it holds nothing. The advisory lock is IF NOT EXISTS'
     # missing half (it does not hold against itself: the second of two fails on pg_class's
     # unique name); whoever finds it taken leaves the index to its holder.
-    make = (f"BEGIN IF pg_try_advisory_xact_lock(hashtext({_literal(name)})) THEN"
-            f" SET LOCAL lock_timeout = {_literal(_INDEX_LOCK_TIMEOUT)};"
+    make = (f"BEGIN IF pg_try_advisory_xact_lock(hashtext({sql_literal(name)})) THEN"
+            f" SET LOCAL lock_timeout = {sql_literal(_INDEX_LOCK_TIMEOUT)};"
             f" CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw"
-            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = {_literal(model)};"
+            f" ((embedding::vector({dim})) vector_cosine_ops) WHERE model = {sql_literal(model)};"
             " END IF; END")
     try:
-        await db.execute(f"DO {_literal(make)}")
+        await db.execute(f"DO {sql_literal(make)}")
     except asyncpg.LockNotAvailableError:
         return False  # writers hold chunks (one may be frozen): not worth stalling them for
     return bool(await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
-async def search(pool: asyncpg.Pool, tenant: str, vector: list[float], model: str, k: int,
-                 document_id: str | None = None) -> list[dict[str, Any]]:
-    """The k chunks nearest `vector` (cosine), from the generation each document shows."""
-    dim = len(vector)
-    if not 0 < dim <= _MAX_DIM:
-        raise ValueError(f"embedding dimension {dim} is out of range")
-    rows = await pool.fetch(
-        f"SELECT c.document_id, d.filename, d.title, c.idx, c.page_start, c.page_end, c.text,"
-        f" 1 - (c.embedding::vector({dim}) <=> $1::text::vector({dim})) AS score"
-        f" FROM chunks c JOIN documents d ON d.id = c.document_id AND d.generation = c.generation"
-        f" WHERE c.tenant = $2 AND c.model = $3 AND ($4::uuid IS NULL OR c.document_id = $4)"
-        f" ORDER BY c.embedding::vector({dim}) <=> $1::text::vector({dim}) LIMIT $5",
-        _vector(vector), tenant, model, document_id, k,
-    )
-    return [{**dict(r), "document_id": str(r["document_id"]), "score": round(r["score"], 4)}
-            for r in rows]
-
-
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
     """A string constant in SQL, for the few statements that cannot take parameters (a DO
     block, CREATE INDEX); standard_conforming_strings is on, so only quotes need doubling."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def _vector(values: list[float]) -> str:
+def vector_literal(values: list[float]) -> str:
     # bound as text and cast in SQL ($1::text::vector): a parameter of pgvector's own type sends
     # asyncpg to look the type up, with a session-level SET of `jit` around the lookup, which a
     # transaction pooler leaves on whichever server connection ran it

@@ -10,8 +10,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from longtask.core.kinds import Registry
+from longtask.store import search
 from longtask.web.params_doc import KindBodies
 from longtask.web.schemas import SCHEMAS, STATUSES, ref
+
+SEARCH_DESCRIPTION = (
+    "`mode=hybrid` (the default) fuses the words (Postgres full text, in each document's "
+    "language) and the meaning (the embedding) by reciprocal rank fusion; `vector` and `text` "
+    "use one of them. Each hit carries its pages and a `snippet` with the query's words in "
+    "`**bold**`. A `document_id` search, or a tenant's, returns its exact top k (see README).")
 
 _ERRORS = {
     "400": "malformed request", "401": "missing or unknown key", "404": "not found (also "
@@ -109,11 +116,13 @@ def spec(registry: Registry) -> dict[str, Any]:
             "delete": _op("Delete a document and its chunks", ["401", "404", "429"],
                           parameters=[document_id], ok={"204": ("deleted", None)}),
         },
-        "/search": {"get": _op("The chunks nearest a query", ["400", "401", "404", "429", "503"],
-                               parameters=[
+        "/search": {"get": _op("The chunks that best answer a query", ["400", "401", "404", "429",
+                                                                       "503"],
+                               description=SEARCH_DESCRIPTION, parameters=[
             _query("q", {"type": "string", "minLength": 1, "maxLength": 2000}, required=True),
             _query("k", {"type": "integer", "minimum": 1, "maximum": 50}),
-            _query("document_id", {"type": "string", "format": "uuid"})],
+            _query("document_id", {"type": "string", "format": "uuid"}),
+            _query("mode", {"type": "string", "enum": list(search.MODES), "default": "hybrid"})],
             ok={"200": ("the hits, best first", ref("SearchResults"))})},
         "/stats": {"get": _op("The tenant's tasks by status and kind, queue and workers",
                               ["401", "429"], ok={"200": ("figures", ref("Stats"))})},

@@ -84,21 +84,25 @@ SCHEMAS: dict[str, Any] = {
         "pages": nullable("integer"), "chunk_count": {"type": "integer"},
         "summary": nullable("object"), "embedding_model": nullable("string"),
         "embedding_dim": nullable("integer"), "task_id": nullable("string"),
-        "created_at": TIME, "indexed_at": nullable("string")}},
+        "created_at": TIME, "indexed_at": nullable("string"), "language": {"type": "string"}}},
     "DocumentDetail": {"allOf": [{"$ref": "#/components/schemas/Document"}, {
         "type": "object", "required": ["page_texts", "chunks"], "properties": {
             "page_texts": {"type": "array"}, "chunks": {"type": "array"}}}]},
     "DocumentPage": {"type": "object", "required": ["documents", "next_cursor"], "properties": {
         "documents": {"type": "array", "items": {"$ref": "#/components/schemas/Document"}},
         "next_cursor": nullable("string")}},
-    "SearchResults": {"type": "object", "required": ["query", "model", "results"], "properties": {
-        "query": {"type": "string"}, "model": {"type": "string"},
+    "SearchResults": {"type": "object", "required": ["query", "mode", "model", "results"],
+                      "properties": {
+        "query": {"type": "string"}, "mode": {"type": "string"}, "model": {"type": "string"},
         "results": {"type": "array", "items": {"type": "object", "required": [
-            "document_id", "filename", "page_start", "page_end", "text", "score"], "properties": {
+            "document_id", "filename", "page_start", "page_end", "text", "snippet", "score"],
+            "properties": {
             "document_id": {"type": "string", "format": "uuid"}, "filename": {"type": "string"},
             "title": nullable("string"), "idx": {"type": "integer"},
             "page_start": {"type": "integer"}, "page_end": {"type": "integer"},
-            "text": {"type": "string"}, "score": {"type": "number"}}}}}},
+            "text": {"type": "string"}, "snippet": {"type": "string"},
+            "score": {"type": "number"}, "similarity": nullable("number"),
+            "vector_rank": nullable("integer"), "text_rank": nullable("integer")}}}}},
     "Stats": {"type": "object", "required": ["tasks", "queue_depth", "workers_alive"],
               "properties": {"tasks": {"type": "object"}, "queue_depth": {"type": "integer"},
                              "queued": {"type": "integer"},

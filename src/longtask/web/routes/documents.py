@@ -17,6 +17,7 @@ from longtask.core.errors import Invalid, TooLarge, Unacceptable
 from longtask.service import documents as documents_service
 from longtask.service.documents import Incoming
 from longtask.store import documents as doc_store
+from longtask.store import search as search_store
 from longtask.web.common import authenticate, int_query, refuse_nul, strict_json, uuid_value
 from longtask.web.routes.tasks import accepted, decode_cursor, encode_cursor
 
@@ -95,14 +96,20 @@ async def search(request: Request) -> Response:
     if len(query) > MAX_QUERY_CHARS:
         raise Invalid(f"`q` is over {MAX_QUERY_CHARS} characters", code="invalid_query")
     k = int_query(request, "k", 5, 1, 50)
+    mode = request.query_params.get("mode") or "hybrid"
+    if mode not in search_store.MODES:
+        raise Invalid(f"`mode` must be one of {', '.join(search_store.MODES)}",
+                      code="invalid_mode")
     document_id = request.query_params.get("document_id") or None
     if document_id is not None:
         document_id = uuid_value(document_id, "document")
         await doc_store.get(state.pool, tenant, document_id)  # 404 for another tenant's
     embedder = state.query_embedder
-    vector = (await embedder.embed([query]))[0]
-    results = await doc_store.search(state.pool, tenant, vector, embedder.model, k, document_id)
-    return JSONResponse({"query": query, "model": embedder.model, "results": results})
+    vector = None if mode == "text" else (await embedder.embed([query]))[0]
+    results = await search_store.search(state.pool, tenant, search_store.Query(
+        query, k, mode, vector, embedder.model, [document_id] if document_id else None))
+    return JSONResponse({"query": query, "mode": mode, "model": embedder.model,
+                         "results": results})
 
 
 def safe_filename(raw: str | None) -> str:
