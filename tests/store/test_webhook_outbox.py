@@ -46,7 +46,7 @@ async def test_each_way_a_task_ends_writes_one_row(pool: asyncpg.Pool, hooked: s
     late = await _task(pool)
     await pool.execute("UPDATE tasks SET deadline_at = now() - interval '1 second'"
                        " WHERE id = $1", late.id)
-    await task_store.expire_deadlines(pool)
+    await task_store.expire_deadlines(pool, QUEUE)
     assert await _outbox(pool) == {canceled.id: ("a", "task.canceled"),
                                    late.id: ("t", "task.failed")}
 

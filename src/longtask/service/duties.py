@@ -28,7 +28,7 @@ async def reap(deps: Deps) -> int:
     expired = await item_store.expire_leases(deps.pool, settings.max_retries + 1,
                                              settings.queue_name)
     jobs = expired.jobs + await _unclaimed(deps)
-    ended = await task_store.expire_deadlines(deps.pool)
+    ended = await task_store.expire_deadlines(deps.pool, settings.queue_name)
     deps.outbox.send(expired.events + [event for task in ended for event in task.events])
     for task in ended:
         await announce_cancel(deps.redis, task.task.id)

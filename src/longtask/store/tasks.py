@@ -176,9 +176,11 @@ async def failed_items(pool: asyncpg.Pool, tenant: str, task_id: str) -> tuple[T
     return task, [NewItem(r["payload"], r["name"]) for r in rows]
 
 
-async def expire_deadlines(pool: asyncpg.Pool) -> list[Canceled]:
-    """End tasks past their deadline as failed (`deadline_exceeded`); their items stop."""
-    return [_ended(row) for row in await pool.fetch(_END_LATE, _DEADLINE_ERROR)]
+async def expire_deadlines(pool: asyncpg.Pool, queue: str) -> list[Canceled]:
+    """End the tasks of `queue` past their deadline as failed (`deadline_exceeded`); their
+    items stop. Another queue's are its own deployment's: its reaper withdraws their items
+    from its own tenants' lines."""
+    return [_ended(row) for row in await pool.fetch(_END_LATE, _DEADLINE_ERROR, queue)]
 
 
 def _ended(row: asyncpg.Record) -> Canceled:
@@ -219,7 +221,7 @@ SELECT ended.*, told.seq AS event_seq, told.data AS event_data, told.created_at 
 FROM ended JOIN told ON told.task_id = ended.id
 """
 _END_CANCELED = _END_TASKS.format(where="id = $2 AND tenant = $3", status="canceled")
-_END_LATE = _END_TASKS.format(where="deadline_at < now()", status="failed")
+_END_LATE = _END_TASKS.format(where="deadline_at < now() AND queue = $2", status="failed")
 
 _DEADLINE_ERROR = {"code": "deadline_exceeded", "message": "the task ran past its deadline"}
 
