@@ -148,8 +148,7 @@ class _WatchPipeline(Pipeline):
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         if self._dropped:
-            await self.reset()
-            self._dropped = False
+            await self.reset()  # which clears the flag
             raise WatchError("the connection dropped while watching; the transaction is off")
         return await super().execute(raise_on_error)
 

@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 RUN_ITEM = "run_item"  # the one ARQ function: run an item of a task
 # ARQ marks a job it starts in progress for its worker's job_timeout plus this many seconds
 _ARQ_IN_PROGRESS_EXTRA = 10
+
+
+def _in_progress_ms(job_timeout: float) -> int:
+    """How long ARQ's in-progress marker lives from a take: until then ARQ runs it nowhere else."""
+    return int((job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000)
 HELD_HEAD = 1000  # `held` looks this far into the queue: well past what a fleet runs at once
 
 
@@ -94,7 +99,7 @@ async def held(arq: ArqRedis, queue_name: str, job_timeout: float,
     job keeps its place), and among the last `head` due within job_timeout + 10 s (where a job
     is moved back to once its item is claimed, until ARQ would run it again itself)."""
     now = timestamp_ms()
-    until = now + int((job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000)
+    until = now + _in_progress_ms(job_timeout)
     try:
         async with arq.pipeline(transaction=False) as pipe:
             pipe.zrange(queue_name, 0, head - 1)
@@ -148,7 +153,7 @@ async def taken_for(arq: ArqRedis, jobs: list[PendingJob],
         for job in jobs:
             pipe.pttl(redis_keys.arq_in_progress(job.job_id))
         left = await pipe.execute()
-    full = (job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000
+    full = _in_progress_ms(job_timeout)
     return [None if ms < 0 else max(0.0, (full - ms) / 1000) for ms in left]
 
 
@@ -161,5 +166,5 @@ async def hold(arq: ArqRedis, queue_name: str, job_ids: list[str], job_timeout: 
     of seven default workers or more, and the jobs behind them wait for one to end while slots
     sit idle; on any fleet, each poll spends a round trip or three per running job it skips.
     Moved, they are past every poll's `now` until ARQ's own retry time, which they keep."""
-    until = timestamp_ms() + (job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000
+    until = timestamp_ms() + _in_progress_ms(job_timeout)
     await arq.zadd(queue_name, {job_id: until for job_id in job_ids}, xx=True)
