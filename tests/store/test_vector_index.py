@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from longtask.pipeline.embed import LOCAL_DIM, LOCAL_MODEL
 from longtask.store import documents
 from tests.pgwire import StoppedClient
 
@@ -64,3 +65,12 @@ async def _indexes(pool: asyncpg.Pool, model: str) -> list[str]:
 async def _drop(pool: asyncpg.Pool, model: str) -> None:
     for name in await _indexes(pool, model):
         await pool.execute(f"DROP INDEX {name}")
+
+
+async def test_the_local_models_index_is_the_migrations_not_a_second_one(
+        pool: asyncpg.Pool) -> None:
+    # the migrations make the local model's index; a worker's first embedding asks for it, and
+    # it made a second, identical one (every chunk stored then updated two graphs)
+    assert await documents.ensure_vector_index(pool, LOCAL_MODEL, LOCAL_DIM)
+    assert await _indexes(pool, LOCAL_MODEL) == [
+        documents.vector_index_name(LOCAL_MODEL, LOCAL_DIM)]

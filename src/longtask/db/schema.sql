@@ -343,9 +343,10 @@ CREATE TABLE chunks (
 );
 CREATE INDEX chunks_by_tenant ON chunks (tenant, document_id);
 CREATE INDEX chunks_tsv ON chunks USING gin (tsv);
--- One HNSW index per embedding model (its dimension fixed by the cast): the local default here,
--- the others made when a worker first uses them.
-CREATE INDEX chunks_hnsw_minilm ON chunks
+-- One HNSW index per embedding model (its dimension fixed by the cast), named after the model
+-- and dimension (store/documents.py: uuid5(URL, 'model:dim')): the local default here, the
+-- others made when a worker first uses them.
+CREATE INDEX chunks_hnsw_f14fa7c232e8 ON chunks
     USING hnsw ((embedding::vector(384)) vector_cosine_ops)
     WHERE model = 'all-MiniLM-L6-v2';
 

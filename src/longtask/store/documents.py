@@ -247,7 +247,7 @@ async def ensure_vector_index(db: Db, model: str, dim: int) -> bool:
     hold the table): search works without it, only slower; ask again later."""
     if not 0 < dim <= _MAX_DIM:
         raise ValueError(f"embedding dimension {dim} is out of range")
-    name = "chunks_hnsw_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{model}:{dim}").hex[:12]
+    name = vector_index_name(model, dim)
     # Looked up by name first, which locks nothing. CREATE INDEX takes a SHARE lock on chunks,
     # IF NOT EXISTS before it finds the index made. That lock waits for every transaction that
     # writes chunks, a frozen worker's too (one stopped between asyncpg's prepare and its bind
@@ -271,6 +271,11 @@ async def ensure_vector_index(db: Db, model: str, dim: int) -> bool:
     except asyncpg.LockNotAvailableError:
         return False  # writers hold chunks (one may be frozen): not worth stalling them for
     return bool(await db.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+
+
+def vector_index_name(model: str, dim: int) -> str:
+    """The name of a model's HNSW index (the local model's: migration 0015's)."""
+    return "chunks_hnsw_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{model}:{dim}").hex[:12]
 
 
 def sql_literal(text: str) -> str:
