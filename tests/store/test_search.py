@@ -77,3 +77,27 @@ async def test_each_document_gets_the_language_its_stop_words_say(pool: asyncpg.
         == "english"
     assert await documents.language_of(pool, "東京は日本の首都です。" * 50) == "simple"
     assert await documents.language_of(pool, "12345-AB 0.123mm ±0.01 " * 50) == "simple"
+
+
+async def test_text_search_ranks_chunks_with_every_word_before_those_with_some(
+        pool: asyncpg.Pool) -> None:
+    # two statements (every word, then some): the second only when the first is short of k
+    await corpus.insert(pool, "tenant-t", documents=1, chunks_per_document=400, dim=DIM,
+                        model=MODEL, seed=7, words_per_chunk=12)
+    vocabulary = corpus.vocabulary()
+    first, second = vocabulary[3], vocabulary[5]  # common: each in a fifth of the chunks or more
+    words = {r["idx"]: set(r["text"].split()) for r in await pool.fetch(
+        "SELECT idx, text FROM chunks WHERE tenant = 'tenant-t'")}
+    every = {idx for idx, w in words.items() if {first, second} <= w}
+    some = {idx for idx, w in words.items() if w & {first, second}} - every
+    assert every and some
+
+    query = f"{first} {second}"
+    hits = await search.search(pool, "tenant-t", search.Query(query, len(words), "text"))
+    ranked = [h["idx"] for h in hits]
+    assert set(ranked[:len(every)]) == every and set(ranked[len(every):]) == some
+    for group in (hits[:len(every)], hits[len(every):]):
+        assert [h["score"] for h in group] == sorted((h["score"] for h in group), reverse=True)
+    # k within the first group: its best, as the whole ranking has them
+    hits = await search.search(pool, "tenant-t", search.Query(query, 3, "text"))
+    assert [h["idx"] for h in hits] == ranked[:3]

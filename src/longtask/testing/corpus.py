@@ -1,6 +1,17 @@
 """Large synthetic corpora written straight into the tables, for search tests and benchmarks:
-indexed documents whose chunks carry random unit vectors (a seeded generator), without parsing
-or embedding anything. The rows are the ones ingest writes; only the way there is shorter."""
+indexed documents whose chunks carry unit vectors from a seeded generator, without parsing or
+embedding anything. The rows are the ones ingest writes; only the way there is shorter.
+
+The vectors are either uniform on the sphere or grouped by topic. Uniform 384-dimension vectors
+have no structure at all: every pair is about equally far apart, so "the 10 nearest" are barely
+nearer than the rest, and no approximate index can find them (HNSW's recall@10 on 200,000 of them
+was 0.07). Embeddings of real text are not like that: they lie near a few low-dimensional
+surfaces. all-MiniLM-L6-v2 on 722 docstrings of Python's standard library (measured once, for
+these constants): mean similarity to the nearest other text 0.68, to the 10th nearest 0.45, local
+intrinsic dimension (MLE, 20 neighbours) 7.0. Topic vectors here: a topic's direction, plus a
+point of a random `TOPIC_RANK`-dimension subspace of its own (length `TOPIC_SPREAD`), plus
+isotropic noise (`NOISE`); at 722 points in 7 topics: 0.62, 0.47, 7.0.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ import asyncpg
 import numpy as np
 
 BATCH = 5000
+TOPIC_RANK, TOPIC_SPREAD, NOISE = 24, 1.6, 0.4  # see the module's docstring
 
 
 @dataclass(frozen=True)
@@ -21,10 +33,49 @@ class Synthetic:
     chunk_ids: np.ndarray  # chunks.id of each row of `vectors`
     vectors: np.ndarray  # unit vectors, one row per chunk
     documents_of: np.ndarray  # the index in `document_ids` of each chunk's document
+    topics: Topics | None = None  # the topics, if the vectors have them
+
+    def queries(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n query vectors drawn as the chunks were: each near one of the topics, if any."""
+        if self.topics is None:
+            return unit_vectors(rng, n, self.vectors.shape[1])
+        return self.topics.vectors(rng, n)
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return _normalized(vectors)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Random directions, each with a random low-dimensional subspace around it."""
+
+    directions: np.ndarray  # (topics, dim), unit vectors
+    bases: np.ndarray  # (topics, dim, TOPIC_RANK): each topic's subspace, orthonormal columns
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, topics: int, dim: int) -> Topics:
+        bases = np.linalg.qr(rng.standard_normal((topics, dim, TOPIC_RANK)))[0]
+        return cls(unit_vectors(rng, topics, dim), bases.astype(np.float32))
+
+    def vectors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n unit vectors, each near a topic drawn at random (see the module's docstring)."""
+        dim = self.directions.shape[1]
+        which = rng.integers(0, len(self.directions), n)
+        within = rng.standard_normal((n, TOPIC_RANK)).astype(np.float32) * (
+            TOPIC_SPREAD / np.sqrt(TOPIC_RANK))
+        vectors = self.directions[which] + rng.standard_normal((n, dim)).astype(np.float32) * (
+            NOISE / np.sqrt(dim))
+        order = np.argsort(which, kind="stable")  # each topic's rows through its own basis
+        bounds = np.searchsorted(which[order], np.arange(len(self.directions) + 1))
+        for topic, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            rows = order[start:end]
+            vectors[rows] += within[rows] @ self.bases[topic].T
+        return _normalized(vectors)
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
@@ -40,19 +91,31 @@ def vocabulary(size: int = 5000) -> list[str]:
 
 def words(rng: np.random.Generator, vocabulary: list[str], n: int) -> str:
     """n words drawn as natural text draws them: the r-th commonest with weight 1/r (Zipf)."""
-    weights = 1 / np.arange(1, len(vocabulary) + 1)
-    return " ".join(rng.choice(vocabulary, n, p=weights / weights.sum()))
+    return " ".join(rng.choice(vocabulary, n, p=_zipf(len(vocabulary))))
+
+
+def _zipf(n: int) -> np.ndarray:
+    weights = 1 / np.arange(1, n + 1)
+    return weights / weights.sum()  # type: ignore[no-any-return]
 
 
 async def insert(pool: asyncpg.Pool, tenant: str, *, documents: int, chunks_per_document: int,
-                 dim: int, model: str, seed: int = 0, words_per_chunk: int = 0) -> Synthetic:
+                 dim: int, model: str, seed: int = 0, words_per_chunk: int = 0,
+                 topics: int = 0) -> Synthetic:
     """`documents` indexed documents of `chunks_per_document` chunks each, for `tenant`; each
-    chunk's text `words_per_chunk` words drawn from `vocabulary()`, or `chunk N` if 0."""
+    chunk's text `words_per_chunk` words drawn from `vocabulary()`, or `chunk N` if 0; its
+    vector uniform on the sphere, or near one of `topics` random topics if `topics`."""
     rng = np.random.default_rng(seed)
-    vectors = unit_vectors(rng, documents * chunks_per_document, dim)
-    made = vocabulary() if words_per_chunk else []
-    texts = [words(rng, made, words_per_chunk) if words_per_chunk else f"chunk {i}"
-             for i in range(len(vectors))]
+    drawn = Topics.draw(rng, topics, dim) if topics else None
+    vectors = (unit_vectors(rng, documents * chunks_per_document, dim) if drawn is None
+               else drawn.vectors(rng, documents * chunks_per_document))
+    if words_per_chunk:  # every chunk's words in one draw: one call per chunk took minutes
+        made = np.array(vocabulary())
+        drawn_words = made[rng.choice(len(made), (len(vectors), words_per_chunk),
+                                      p=_zipf(len(made)))]
+        texts = [" ".join(row) for row in drawn_words]
+    else:
+        texts = [f"chunk {i}" for i in range(len(vectors))]
     document_ids = []
     for n in range(documents):
         generation = str(uuid.uuid4())
@@ -83,7 +146,7 @@ async def insert(pool: asyncpg.Pool, tenant: str, *, documents: int, chunks_per_
         ):
             ids[position[str(r["document_id"])] * chunks_per_document + r["idx"]] = r["id"]
     return Synthetic(tenant, document_ids, ids, vectors,
-                     np.arange(len(vectors)) // chunks_per_document)
+                     np.arange(len(vectors)) // chunks_per_document, drawn)
 
 
 def brute_force(corpus: Synthetic, query: np.ndarray, k: int,
