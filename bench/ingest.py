@@ -1,12 +1,17 @@
 """Ingest throughput: parse only, embed only, and end to end, with 1 and 2 workers.
 
     .venv/bin/python -m bench.ingest [--pages 100] [--docs 4] [--rss-pages 1000]
+                                     [--before f0bff47] [--rounds 2]
 
 Parse only: PyMuPDF text extraction through longtask's process pool (1 and 2 processes).
 Embed only: all-MiniLM-L6-v2 on the corpus's chunks (1 process, and 2 processes at once).
 End to end: upload the corpus to a real web process; 1 or 2 ARQ worker processes parse,
 chunk, summarise (extractive) and embed it; wall time from upload to the task's end.
 The corpus: the samples plus `--docs` generated PDFs of `--pages` pages each.
+Before and after retrieval (issue 18: chunks counted by the model's tokenizer, a language and a
+tsvector per chunk): the same upload, re-ingested by one worker running main as it was before
+(`--before`, its src taken with `git archive`) and one running this checkout, taking turns,
+`--rounds` times each, in the same run and on the same services; the median wall times compared.
 Peak RSS: one worker ingests one generated PDF of `--rss-pages` pages; VmHWM of the worker and
 of each of its child processes (the parser pool), sampled from /proc every 0.1 s.
 """
@@ -14,14 +19,19 @@ of each of its child processes (the parser pool), sampled from /proc every 0.1 s
 from __future__ import annotations
 
 import asyncio
+import io
 import multiprocessing
+import os
 import shutil
+import statistics
+import subprocess
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 from bench._report import Report, cli
-from bench._stack import Stack, descendants, proc_status
+from bench._stack import ROOT, Stack, descendants, proc_status
 from longtask.pipeline.chunk import chunk_pages
 from longtask.pipeline.pdf import ParseUsage, PdfParser
 from longtask.pipeline.tokenize import local
@@ -90,16 +100,30 @@ def model_load_seconds() -> float:
     return time.perf_counter() - started
 
 
+# main before issue 18's chunking and hybrid search (the merge's first parent)
+BEFORE_RETRIEVAL = "f0bff47"
+
+
+def source_at(ref: str, into: Path) -> Path:
+    """The src/ of `ref` in this checkout's history, written under `into`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
 async def end_to_end(stack: Stack, files: list[tuple[str, bytes]], workers: int,
-                     watch: dict[str, int] | None = None) -> float:
+                     watch: dict[str, int] | None = None, src: Path | None = None) -> float:
     """Seconds from upload to the ingest task's end, on `workers` fresh worker processes (each
-    with the local embedding model). With `watch`, the peak VmHWM of each worker process and
-    of its children (parser pool, ...) is kept there (keys `worker PID`, `child PID`), sampled
-    every 0.1 s."""
+    with the local embedding model; running the code in `src`, if given). With `watch`, the
+    peak VmHWM of each worker process and of its children (parser pool, ...) is kept there
+    (keys `worker PID`, `child PID`), sampled every 0.1 s."""
     env = {"LONGTASK_QUEUE": f"bench:ingest:{workers}:{len(files)}", "LONGTASK_EMBED_URL": "",
            "LONGTASK_WORKER_CONCURRENCY": "4"}
+    code = {} if src is None else {"PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
     web = await stack.web(f"web-{workers}-{len(files)}", **env)
-    procs = await stack.workers(workers, f"worker-{workers}-{len(files)}", **env)
+    procs = await stack.workers(workers, f"worker-{workers}-{len(files)}", **env, **code)
     try:
         await asyncio.sleep(8)  # let each worker load its model before the clock starts
         sampler = asyncio.create_task(_sample_peaks([p.pid for p in procs], watch)) \
@@ -132,7 +156,24 @@ async def _sample_peaks(pids: list[int], peaks: dict[str, int]) -> None:
         await asyncio.sleep(0.1)
 
 
-async def run(report: Report, pages: int, docs: int, rss_pages: int) -> None:
+async def before_and_after(report: Report, stack: Stack, files: list[tuple[str, bytes]],
+                           ref: str, rounds: int, scratch: Path) -> None:
+    before = source_at(ref, scratch / "before")
+    seconds: dict[str, list[float]] = {"before": [], "now": []}
+    for _ in range(rounds):
+        seconds["before"].append(await end_to_end(stack, files, 1, src=before))
+        seconds["now"].append(await end_to_end(stack, files, 1))
+    now, then = statistics.median(seconds["now"]), statistics.median(seconds["before"])
+    report.add("re-ingest, 1 worker: wall time", now, "s", baseline=then,
+               baseline_name=f"main at {ref}, before retrieval", target="<= 1.5x baseline",
+               met=now <= 1.5 * then)
+    report.note(f"before and after retrieval, {rounds} rounds each, taking turns: now "
+                + ", ".join(f"{s:.1f}" for s in seconds["now"]) + f" s; at {ref} "
+                + ", ".join(f"{s:.1f}" for s in seconds["before"]) + " s")
+
+
+async def run(report: Report, pages: int, docs: int, rss_pages: int, before: str,
+              rounds: int) -> None:
     files = corpus(pages, docs)
     scratch = Path(tempfile.mkdtemp(prefix="longtask-bench-"))
     paths = []
@@ -155,6 +196,8 @@ async def run(report: Report, pages: int, docs: int, rss_pages: int) -> None:
             for workers in (1, 2):
                 seconds = await end_to_end(stack, files, workers)
                 report.add(f"end to end, {workers} worker(s)", total / seconds, "pages/s")
+            if before and rounds:
+                await before_and_after(report, stack, files, before, rounds, scratch)
             peaks: dict[str, int] = {}
             big = [("big.pdf", pdfs.many_pages_pdf(rss_pages, seed=99))]
             seconds = await end_to_end(stack, big, 1, watch=peaks)
@@ -173,7 +216,8 @@ async def run(report: Report, pages: int, docs: int, rss_pages: int) -> None:
 
 
 def main() -> None:
-    cli("bench.ingest", "6. Ingest", __doc__, run, pages=100, docs=4, rss_pages=1000)
+    cli("bench.ingest", "6. Ingest", __doc__, run, pages=100, docs=4, rss_pages=1000,
+        before=BEFORE_RETRIEVAL, rounds=2)
 
 
 if __name__ == "__main__":
