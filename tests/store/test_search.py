@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import pytest
 
 from longtask.store import documents, search
 from longtask.testing import corpus
@@ -101,3 +102,10 @@ async def test_text_search_ranks_chunks_with_every_word_before_those_with_some(
     # k within the first group: its best, as the whole ranking has them
     hits = await search.search(pool, "tenant-t", search.Query(query, 3, "text"))
     assert [h["idx"] for h in hits] == ranked[:3]
+
+
+async def test_a_legs_error_is_raised_as_itself(pool: asyncpg.Pool) -> None:
+    # the two legs run in a task group; callers classify errors by type (a lost connection is
+    # retried, a bad query is not), so one leg's error must not arrive inside an ExceptionGroup
+    with pytest.raises(ValueError, match="needs the query's vector"):
+        await search.search(pool, "tenant-b", search.Query("words", 5, "hybrid", None, MODEL))

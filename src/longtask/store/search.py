@@ -79,10 +79,15 @@ async def search(pool: asyncpg.Pool, tenant: str, query: Query) -> list[dict[str
 
     # Hybrid's two legs at once, each on a connection of its own: its latency is the slower
     # leg's, not their sum. Each read holds one connection and waits for none, so searches
-    # cannot deadlock on the pool; the hits are read after the legs, on another.
-    async with asyncio.TaskGroup() as legs:
-        meaning = legs.create_task(_read(pool, by_meaning)) if query.mode != "text" else None
-        words = legs.create_task(_read(pool, by_words)) if query.mode != "vector" else None
+    # cannot deadlock on the pool; the hits are read after the legs, on another. A leg's error
+    # is raised as itself, not in an ExceptionGroup: callers tell a lost connection (retried,
+    # 503) from a bad query by its type.
+    try:
+        async with asyncio.TaskGroup() as legs:
+            meaning = legs.create_task(_read(pool, by_meaning)) if query.mode != "text" else None
+            words = legs.create_task(_read(pool, by_words)) if query.mode != "vector" else None
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     nearest = meaning.result() if meaning else []
     matching = words.result() if words else []
     ranked = _ranked(query.mode, nearest, matching)[:query.k]
