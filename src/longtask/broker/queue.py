@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 RUN_ITEM = "run_item"  # the one ARQ function: run an item of a task
 # ARQ marks a job it starts in progress for its worker's job_timeout plus this many seconds
 _ARQ_IN_PROGRESS_EXTRA = 10
+HELD_HEAD = 1000  # `held` looks this far into the queue: well past what a fleet runs at once
 
 
 def _in_progress_ms(job_timeout: float) -> int:
     """How long ARQ's in-progress marker lives from a take: until then ARQ runs it nowhere else."""
     return int((job_timeout + _ARQ_IN_PROGRESS_EXTRA) * 1000)
-HELD_HEAD = 1000  # `held` looks this far into the queue: well past what a fleet runs at once
 
 
 # ARQ's enqueue_job, for many jobs in one round trip: a job whose id is queued, running or has
